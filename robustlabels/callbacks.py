@@ -1,0 +1,58 @@
+"""The run summary: noise saved with the run, a table on stdout and ``metrics.json`` at the end of fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+
+from robustlabels.io import atomic_save_npy, atomic_write_text
+from robustlabels.metrics import format_summary, summarize_history, write_metrics_json
+
+
+def noise_record(datamodule: Any) -> dict[str, Any]:
+    """JSON-able description of the noise a data module drew (model, parameters, realized rates)."""
+    noisy = datamodule.noisy
+    noise = datamodule.noise
+    return {
+        "noise_model": getattr(noise, "name", "none") if noise is not None else "none",
+        "params": noise.params() if noise is not None else {},
+        "noise_seed": datamodule.noise_seed,
+        "num_samples": int(len(noisy.noisy)),
+        "realized_rate_full_train_split": float(noisy.realized_rate),
+        "realized_rate_train": datamodule.realized_noise_rate,
+        "empirical_matrix": np.round(noisy.empirical_matrix, 6).tolist(),
+        "convention": "T[i, j] = P(noisy = j | true = i)",
+    }
+
+
+class RunSummary(pl.Callback):
+    """Saves the noisy labels with the run, then prints and saves the accuracy summary after fit."""
+
+    def run_dir(self, trainer: pl.Trainer) -> Path | None:
+        """The logger's version folder, or None when logging is off (nothing is written then)."""
+        return Path(trainer.log_dir) if trainer.logger is not None and trainer.log_dir else None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run_dir, datamodule = self.run_dir(trainer), getattr(trainer, "datamodule", None)
+        if run_dir is None or not trainer.is_global_zero or getattr(datamodule, "noisy", None) is None:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_npy(run_dir / "noisy_labels.npy", datamodule.noisy.noisy.astype(np.int64))
+        record = noise_record(datamodule)
+        atomic_write_text(run_dir / "noise.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        history = getattr(pl_module, "history", [])
+        summary = summarize_history(history)
+        summary["strategy"] = type(getattr(pl_module, "strategy", None)).__name__
+        print("\n" + format_summary(summary, title=f"robustlabels: {summary['strategy']} summary"))
+        run_dir = self.run_dir(trainer)
+        if run_dir is not None:
+            write_metrics_json(run_dir / "metrics.json", summary, history)
+            print(f"metrics, noisy labels and checkpoints: {run_dir}")

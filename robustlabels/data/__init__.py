@@ -1,0 +1,19 @@
+"""Data modules that yield :class:`~robustlabels.types.Batch`; importing registers them for configs."""
+
+from robustlabels.data.datamodule import NoisyLabelDataModule
+from robustlabels.data.images import (
+    CIFAR10DataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+)
+from robustlabels.data.synthetic import BlobsDataModule
+
+__all__ = [
+    "BlobsDataModule",
+    "CIFAR10DataModule",
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "MNISTDataModule",
+    "NoisyLabelDataModule",
+]

@@ -1,0 +1,269 @@
+"""LightningDataModules that yield :class:`~robustlabels.types.Batch` from in-memory arrays.
+
+Every data module follows the same recipe, written once here:
+
+1. load the full training split and the test split as arrays (decoded once, kept as uint8 tensors);
+2. apply the noise model to the *full* training labels, once, seeded (so a ``labels.npy`` written by
+   ``python -m robustlabels.inject`` for the same dataset lines up index by index);
+3. carve a seeded, stratified validation split; its labels stay noisy unless ``clean_validation``;
+4. serve whole batches by fancy indexing, and normalise / augment them on the training device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from robustlabels.data.augment import normalize, random_crop, random_hflip
+from robustlabels.errors import InputError, check_interval
+from robustlabels.noise import NoiseModel, NoisyLabels
+from robustlabels.types import Batch
+
+Augment = Literal["default", "none", "crop", "crop_flip"]
+
+
+class ArrayDataset(Dataset[Batch]):
+    """Indexable by a list of positions, returning a whole :class:`Batch` at once."""
+
+    def __init__(self, inputs: Tensor, targets: Tensor, clean_targets: Tensor) -> None:
+        self.inputs, self.targets, self.clean_targets = inputs, targets, clean_targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, positions: list[int]) -> Batch:  # type: ignore[override]
+        idx = torch.as_tensor(positions, dtype=torch.long)
+        return Batch(self.inputs[idx], self.targets[idx], idx, self.clean_targets[idx])
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Yields lists of positions; the shuffle order is a pure function of ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` every epoch, so a run resumed from a checkpoint sees exactly the
+    batches an uninterrupted run would.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False):
+        self.size, self.batch_size, self.shuffle, self.seed, self.drop_last = (
+            size,
+            batch_size,
+            shuffle,
+            seed,
+            drop_last,
+        )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=gen).tolist()
+        else:
+            order = list(range(self.size))
+        stop = len(self) * self.batch_size if self.drop_last else self.size
+        for start in range(0, stop, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full if (self.drop_last or rest == 0) else full + 1
+
+
+def stratified_split(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions so each class keeps ``round(fraction · n_k)`` in the second part.
+
+    Args:
+        labels: ``(N,)`` int labels to stratify on.
+    Returns:
+        ``(kept, taken)`` sorted position arrays.
+    """
+    rng = np.random.default_rng(seed)
+    taken = [
+        rng.permutation(members)[: int(round(fraction * len(members)))]
+        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
+    ]
+    taken_all = np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
+    kept = np.setdiff1d(np.arange(len(labels)), taken_all)
+    return kept, taken_all
+
+
+def to_tensor_inputs(inputs: np.ndarray) -> Tensor:
+    """uint8 images ``(N, H, W)`` / ``(N, H, W, C)`` → ``(N, C, H, W)``; float features stay ``(N, D)``."""
+    if inputs.dtype == np.uint8:
+        x = torch.from_numpy(np.ascontiguousarray(inputs))
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        return x.contiguous()
+    return torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+
+
+def labels_sha256(labels: np.ndarray) -> str:
+    """Hash of an int64 label array, stored in checkpoints to detect a change of noisy labels."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
+
+
+class NoisyLabelDataModule(pl.LightningDataModule):
+    """Base data module: subclasses give ``num_classes``, ``input_shape`` and :meth:`load_split`.
+
+    Args:
+        noise: the noise model applied once to the full training labels (``None``: labels as given).
+        noise_seed: seed of the noise draw (independent of the training seed).
+        val_fraction: stratified share of the training split held out for validation.
+        split_seed: seed of the validation split and of the data order.
+        clean_validation: keep the validation labels clean (default: noised like training, as in ELR).
+        train_subset: keep only this many training samples (stratified), for fast suites.
+        batch_size: training batch size; ``eval_batch_size`` for validation and test.
+        augment: ``default`` (the dataset's usual), ``none``, ``crop`` or ``crop_flip``.
+        fake: replace the real data by a few random samples of the right shape (tests, dry runs).
+    """
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+    default_augment: Augment = "none"
+    crop_padding: int = 4
+
+    def __init__(
+        self,
+        *,
+        noise: NoiseModel | None = None,
+        noise_seed: int = 0,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        clean_validation: bool = False,
+        train_subset: int | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        augment: Augment = "default",
+        fake: bool = False,
+    ) -> None:
+        super().__init__()
+        check_interval("val_fraction", val_fraction, low=0.0, high=1.0, closed="left")
+        if batch_size < 1:
+            raise InputError(f"`batch_size` must be >= 1; got {batch_size}")
+        self.noise, self.noise_seed, self.val_fraction = noise, noise_seed, val_fraction
+        self.split_seed, self.clean_validation, self.train_subset = split_seed, clean_validation, train_subset
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.augment = self.default_augment if augment == "default" else augment
+        self.fake = fake
+        self.noisy: NoisyLabels | None = None
+        self.datasets: dict[str, ArrayDataset] = {}
+
+    # ---- what subclasses provide -------------------------------------------------------------------
+    def load_split(self, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(inputs, labels)`` of a split: uint8 images ``(N, H, W[, C])`` or float ``(N, D)``."""
+        raise NotImplementedError
+
+    def fake_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """A few random samples with the real shapes, for tests and dry runs."""
+        rng = np.random.default_rng(0 if split == "train" else 1)
+        n = 96 if split == "train" else 48
+        labels = np.arange(n) % self.num_classes
+        if len(self.input_shape) == 1:
+            return rng.normal(size=(n, *self.input_shape)).astype(np.float32), labels
+        c, h, w = self.input_shape
+        shape = (n, h, w) if c == 1 else (n, h, w, c)
+        return rng.integers(0, 256, size=shape, dtype=np.uint8), labels
+
+    # ---- the recipe ---------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        load = self.fake_split if self.fake else self.load_split
+        inputs, clean = load("train")
+        test_inputs, test_labels = load("test")
+        self.noisy = self.apply_noise(inputs, clean)
+        given = self.noisy.noisy
+        train_pos, val_pos = stratified_split(given, self.val_fraction, seed=self.split_seed)
+        if self.train_subset is not None and self.train_subset < len(train_pos):
+            frac = 1.0 - self.train_subset / len(train_pos)
+            keep, _ = stratified_split(given[train_pos], frac, seed=self.split_seed + 1)
+            train_pos = train_pos[keep]
+        self.train_positions = train_pos  # positions in the full training split
+        x, x_test = to_tensor_inputs(inputs), to_tensor_inputs(test_inputs)
+        y, y_clean = torch.from_numpy(given.astype(np.int64)), torch.from_numpy(clean.astype(np.int64))
+        self.set_normalization(x[torch.from_numpy(train_pos)])
+        val_targets = y_clean if self.clean_validation else y
+        tp, vp = torch.from_numpy(train_pos), torch.from_numpy(val_pos)
+        self.datasets = {
+            "train": ArrayDataset(x[tp], y[tp], y_clean[tp]),
+            "val": ArrayDataset(x[vp], val_targets[vp], y_clean[vp]),
+            "test": ArrayDataset(x_test, torch.from_numpy(test_labels.astype(np.int64)),
+                                 torch.from_numpy(test_labels.astype(np.int64))),
+        }  # fmt: skip
+
+    def apply_noise(self, inputs: np.ndarray, clean: np.ndarray) -> NoisyLabels:
+        """Draw the noisy training labels once (features for instance-dependent noise: raw inputs)."""
+        from robustlabels.noise import NoNoise
+
+        noise = self.noise if self.noise is not None else NoNoise()
+        features = inputs.reshape(len(inputs), -1)
+        return noise.apply(clean.astype(np.int64), num_classes=self.num_classes, seed=self.noise_seed,
+                           features=features)  # fmt: skip
+
+    def set_normalization(self, train_inputs: Tensor) -> None:
+        """Per-channel mean/std of the uint8 training images (identity for float features)."""
+        if train_inputs.dtype != torch.uint8:
+            self.mean = self.std = None
+            return
+        x = train_inputs.float().div_(255.0).transpose(0, 1).reshape(train_inputs.shape[1], -1)
+        self.mean, self.std = x.mean(1), x.std(1).clamp_min(1e-3)
+
+    @property
+    def realized_noise_rate(self) -> float:
+        """Fraction of *training* samples whose given label differs from the true one."""
+        train = self.datasets["train"]
+        return float((train.targets != train.clean_targets).float().mean())
+
+    # ---- loaders ------------------------------------------------------------------------------------
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader[Batch]:
+        dataset = self.datasets[split]
+        size = self.batch_size if shuffle else self.eval_batch_size
+        sampler = EpochBatchSampler(len(dataset), size, shuffle=shuffle, seed=self.split_seed)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader[Batch]:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader[Batch]]:
+        """Validation (noisy labels) and test (clean labels), so both are logged every epoch."""
+        return [self._loader("val", shuffle=False), self._loader("test", shuffle=False)]
+
+    def test_dataloader(self) -> DataLoader[Batch]:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader[Batch]:
+        return self._loader("train", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Batch:
+        """Normalise uint8 images, and augment them when training, on the batch's device."""
+        x = batch.inputs
+        if x.dtype == torch.uint8:
+            training = self.trainer is not None and self.trainer.training
+            if training and self.augment in ("crop", "crop_flip"):
+                x = random_crop(x, self.crop_padding)
+            if training and self.augment == "crop_flip":
+                x = random_hflip(x)
+            x = normalize(x, self.mean.to(x.device), self.std.to(x.device))
+        return batch._replace(inputs=x)
+
+    # ---- checkpoints: the noisy labels are part of the run ------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"noisy_labels_sha256": labels_sha256(self.noisy.noisy)} if self.noisy is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("noisy_labels_sha256")
+        if saved is not None and self.noisy is not None and saved != labels_sha256(self.noisy.noisy):
+            raise InputError(
+                "checkpoint was trained on different noisy labels (noisy_labels_sha256 differs); "
+                "use the run's saved noise (noise: {class_path: LabelsFile, ...}) or the same noise seed"
+            )

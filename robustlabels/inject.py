@@ -1,0 +1,286 @@
+"""Inject synthetic label noise once, with a seed, and save it: ``python -m robustlabels.inject``.
+
+Example::
+
+    python -m robustlabels.inject --dataset cifar10 --noise symmetric --rate 0.4 --seed 1 --out runs/noise/c10
+
+writes ``OUT/labels.npy`` (int64), ``OUT/labels.csv`` (``index,label``) and ``OUT/manifest.json``. The
+manifest has no timestamps, so the same inputs and seed give byte-identical files. Noise is data: train
+from the saved labels (``LabelsFile``) instead of regenerating them. ``T[i, j] = P(noisy=j | true=i)``.
+User errors print one ``error: ...`` line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustlabels.errors import InputError
+from robustlabels.io import (
+    atomic_save_npy,
+    atomic_write_text,
+    load_npy,
+    read_labels,
+    sha256_of_array,
+    sha256_of_file,
+)
+from robustlabels.noise import (
+    Cifar10AsymmetricNoise,
+    Cifar100AsymmetricNoise,
+    InstanceDependentNoise,
+    MatrixNoise,
+    NoiseModel,
+    NoisyLabels,
+    PairFlipNoise,
+    SymmetricNoise,
+    flips_per_class,
+)
+
+NOISE_CHOICES = (
+    "symmetric",
+    "symmetric_incl",
+    "pairflip",
+    "cifar10_asym",
+    "cifar100_block",
+    "cifar100_superclass",
+    "instance",
+    "matrix",
+)
+#: ``--noise`` choices that take ``--rate``: the model class and its fixed options (instance: special-cased).
+_RATE_PRESETS: dict[str, tuple[Callable[..., NoiseModel], dict[str, Any]]] = {
+    "symmetric": (SymmetricNoise, {"include_true_class": False}),
+    "symmetric_incl": (SymmetricNoise, {"include_true_class": True}),
+    "pairflip": (PairFlipNoise, {}),
+    "cifar10_asym": (Cifar10AsymmetricNoise, {}),
+    "cifar100_block": (Cifar100AsymmetricNoise, {"variant": "block"}),
+    "cifar100_superclass": (Cifar100AsymmetricNoise, {"variant": "superclass"}),
+}
+OUTPUT_NAMES = ("labels.npy", "labels.csv", "manifest.json")
+CONVENTION = "T[i, j] = P(noisy=j | true=i)"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Clean labels to corrupt: ``labels`` ``(N,)`` int64, optional ``features`` ``(N, ...)``."""
+
+    labels: np.ndarray
+    features: np.ndarray | None
+    num_classes: int
+    description: dict[str, Any]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m robustlabels.inject",
+        description="Corrupt labels with seeded synthetic noise and save labels.npy, labels.csv and "
+        "manifest.json. Convention: " + CONVENTION + ".",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", metavar="NAME", help="a dataset of robustlabels.data.catalog")
+    source.add_argument("--labels", metavar="FILE", help="clean labels, .npy or .csv (column label)")
+    parser.add_argument("--root", metavar="DIR", help="dataset root (with --dataset)")
+    parser.add_argument("--num-classes", type=int, help="default: the dataset's, or max label + 1")
+    parser.add_argument("--noise", required=True, choices=NOISE_CHOICES)
+    parser.add_argument("--rate", type=float, help="noise rate in [0, 1] (all but --noise matrix)")
+    parser.add_argument("--matrix", metavar="FILE", help="row-stochastic (C, C) .npy/.csv for matrix")
+    parser.add_argument("--features", metavar="FILE", help="(N, ...) .npy inputs for instance noise")
+    parser.add_argument(
+        "--exact",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip exactly round(rate * n_k) per class (default: the noise model's own default)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    return parser
+
+
+def build_noise_model(
+    noise: str, *, rate: float | None, matrix: str | None, exact: bool | None
+) -> NoiseModel:
+    """The :class:`NoiseModel` for a ``--noise`` choice; raise :class:`InputError` on missing options."""
+    exact_kw = {} if exact is None else {"exact": exact}
+    if noise == "matrix":
+        if matrix is None or rate is not None:
+            raise InputError("--noise matrix needs --matrix FILE and takes no --rate")
+        return MatrixNoise(matrix, **exact_kw)
+    if rate is None:
+        raise InputError(f"--noise {noise} needs --rate")
+    if matrix is not None:
+        raise InputError("--matrix applies only to --noise matrix")
+    if noise == "instance":
+        if exact is not None:
+            raise InputError("--exact does not apply to --noise instance")
+        return InstanceDependentNoise(rate)
+    if noise not in _RATE_PRESETS:
+        raise InputError(f"unknown noise {noise!r}; known: {', '.join(NOISE_CHOICES)}")
+    factory, options = _RATE_PRESETS[noise]
+    return factory(rate, **options, **exact_kw)
+
+
+def load_source(args: argparse.Namespace, *, needs_features: bool) -> Source:
+    """Read the clean labels (and features for instance noise) from ``--labels`` or ``--dataset``."""
+    if args.features is not None and not needs_features:
+        raise InputError("--features applies only to --noise instance")
+    features = load_npy(args.features, what="features file", mmap=True) if args.features else None
+    if args.labels is not None:
+        if args.root is not None:
+            raise InputError("--root applies only to --dataset")
+        if needs_features and features is None:
+            raise InputError("--noise instance with --labels needs --features FILE.npy")
+        labels = read_labels(args.labels)
+        if labels.size == 0:
+            raise InputError(f"labels file {args.labels!r} holds no labels")
+        num_classes = args.num_classes if args.num_classes is not None else int(labels.max()) + 1
+        description = {
+            "labels_file": str(Path(args.labels).resolve()),
+            "labels_file_sha256": sha256_of_file(args.labels),
+        }
+        return Source(labels, features, num_classes, description)
+    arrays = _load_dataset(args.dataset, args.root)
+    if needs_features and features is None:
+        features = np.asarray(arrays.inputs)
+    num_classes = args.num_classes if args.num_classes is not None else int(arrays.num_classes)
+    description = {"dataset": args.dataset, "split": "train"}
+    return Source(np.asarray(arrays.labels), features, num_classes, description)
+
+
+def _load_dataset(name: str, root: str | None) -> Any:
+    """``robustlabels.data.catalog.load_arrays(name, split="train", root=root)``, imported lazily."""
+    try:
+        from robustlabels.data.catalog import load_arrays
+    except ImportError as error:
+        raise InputError(
+            f"--dataset needs robustlabels.data.catalog, which failed to import: {error}"
+        ) from None
+    try:
+        return load_arrays(name, split="train", root=root)
+    except KeyError:
+        raise InputError(f"unknown dataset {name!r}") from None
+
+
+def check_outputs(out: Path, *, force: bool, inputs: tuple[Path, ...]) -> list[Path]:
+    """The output paths; raise :class:`InputError` if one exists (without ``force``) or is an input file."""
+    paths = [out / name for name in OUTPUT_NAMES]
+    input_files = {path.resolve() for path in inputs}
+    for path in paths:
+        if path.resolve() in input_files:
+            raise InputError(f"output {str(path)!r} would overwrite an input file; choose another --out")
+        if path.exists() and not force:
+            raise InputError(f"output file exists: {str(path)!r} (use --force to overwrite)")
+    return paths
+
+
+def build_manifest(
+    model: NoiseModel, result: NoisyLabels, source: Source, *, seed: int, num_classes: int
+) -> dict[str, Any]:
+    """JSON-able record of how the labels were made; deterministic (no timestamps, no host names)."""
+    transition = model.transition(num_classes)
+    return {
+        "convention": CONVENTION,
+        "empirical_matrix": np.round(result.empirical_matrix, 6).tolist(),
+        "exact": getattr(model, "exact", None),
+        "flips_per_class": flips_per_class(source.labels, result.is_flipped, num_classes).tolist(),
+        "labels_sha256": sha256_of_array(result.noisy.astype(np.int64)),
+        "noise": {"name": model.name, "params": model.params()},
+        "num_classes": num_classes,
+        "num_flipped": int(result.is_flipped.sum()),
+        "num_samples": int(result.noisy.size),
+        "realized_rate": result.realized_rate,
+        "robustlabels_version": _version(),
+        "seed": seed,
+        "source": source.description,
+        "source_labels_sha256": sha256_of_array(source.labels.astype(np.int64)),
+        "transition_matrix": None if transition is None else transition.tolist(),
+    }
+
+
+def _version() -> str:
+    import robustlabels
+
+    return str(getattr(robustlabels, "__version__", "0.1.0"))
+
+
+def write_outputs(paths: list[Path], noisy: np.ndarray, manifest: dict[str, Any]) -> None:
+    """Write labels.npy, labels.csv and, last, manifest.json, each atomically."""
+    npy_path, csv_path, manifest_path = paths
+    atomic_save_npy(npy_path, noisy.astype(np.int64))
+    rows = "".join(f"{index},{label}\n" for index, label in enumerate(noisy.tolist()))
+    atomic_write_text(csv_path, "index,label\n" + rows)
+    atomic_write_text(manifest_path, manifest_json(manifest))
+
+
+_SCALAR_LIST = re.compile(r"\[\n(?:[ ]+[^\s\[\]{}\"]+\n)+[ ]*\]")  # a list spread over lines, no strings
+
+
+def manifest_json(manifest: dict[str, Any]) -> str:
+    """``json.dumps(sort_keys=True, indent=2)`` with each list of scalars on one line (matrix rows).
+
+    Only lists that ``indent`` spread over lines and that hold no strings (JSON strings are quoted and
+    never contain a raw newline) are joined, so the result parses to the same object.
+    """
+    text = json.dumps(manifest, sort_keys=True, indent=2)
+    return _SCALAR_LIST.sub(_join_lines, text) + "\n"
+
+
+def _join_lines(match: re.Match[str]) -> str:
+    items = [line.strip() for line in match.group(0)[1:-1].splitlines() if line.strip()]
+    return "[" + " ".join(items) + "]"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Do the injection for parsed arguments; return a short summary."""
+    model = build_noise_model(args.noise, rate=args.rate, matrix=args.matrix, exact=args.exact)
+    out = Path(args.out)
+    inputs = tuple(Path(p) for p in (args.labels, args.matrix, args.features) if p is not None)
+    paths = check_outputs(out, force=args.force, inputs=inputs)
+    source = load_source(args, needs_features=args.noise == "instance")
+    result = model.apply(
+        source.labels, num_classes=source.num_classes, seed=args.seed, features=source.features
+    )
+    manifest = build_manifest(model, result, source, seed=args.seed, num_classes=source.num_classes)
+    write_outputs(paths, result.noisy, manifest)
+    return {
+        "out": str(out),
+        "manifest": str(paths[2]),
+        "labels": str(paths[0]),
+        "noise": model.name,
+        "realized_rate": result.realized_rate,
+        "num_flipped": manifest["num_flipped"],
+        "num_samples": manifest["num_samples"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m robustlabels.inject``; returns the exit code (2 for user errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except (InputError, OSError) as error:
+        message = " ".join(str(error).split("\n")) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(f"wrote {summary['labels']}, labels.csv and manifest.json in {summary['out']}")
+        print(
+            f"{summary['noise']} noise: realized rate {summary['realized_rate']:.4f} "
+            f"({summary['num_flipped']} of {summary['num_samples']} labels changed), seed {args.seed}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

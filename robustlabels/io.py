@@ -1,0 +1,215 @@
+"""File helpers shared by the command-line tools: atomic writes, label and matrix files, hashes.
+
+Writes go to a temporary file in the target's directory and are moved into place with :func:`os.replace`,
+so a reader sees either the old file or the complete new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from robustlabels.errors import InputError, check_file
+
+LABEL_SUFFIXES = (".npy", ".csv")
+LABEL_COLUMNS = ("label", "noisy_label")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, creating parent directories; return the path.
+
+    The temporary file is created with mode 0o666 (less the umask), like an ordinary ``open``, flushed and
+    fsynced before :func:`os.replace`; it is removed if anything fails.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` as UTF-8 to ``path`` atomically (no newline translation); return the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """Save ``array`` in ``.npy`` format (no pickles) to ``path`` atomically; return the path."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def sha256_of_array(array: np.ndarray) -> str:
+    """Hex SHA-256 of the array's C-order little-endian bytes (dtype and shape are not hashed).
+
+    Cast first to make hashes comparable: ``sha256_of_array(labels.astype(np.int64))``.
+    """
+    array = np.asarray(array)
+    little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return hashlib.sha256(little_endian.tobytes()).hexdigest()
+
+
+def sha256_of_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """Read a ``(N,)`` int64 label array from a ``.npy`` or ``.csv`` file.
+
+    ``.npy``: a 1-D integer array (integral floats such as ``3.0`` are accepted). ``.csv``: a header row,
+    then one row per sample; the labels are the column named ``label``, else ``noisy_label``, else the only
+    column besides ``index``. If an ``index`` column is present it must hold ``0..N-1`` once each, and the
+    rows are ordered by it.
+
+    Raises:
+        InputError: one line naming the file (and the line and value, for bad entries).
+    """
+    file = check_file(path, what="labels file")
+    if file.suffix.lower() not in LABEL_SUFFIXES:
+        raise InputError(f"labels file {str(file)!r} must end in .npy or .csv; got {file.suffix!r}")
+    if file.suffix.lower() == ".npy":
+        return _read_npy_labels(file)
+    return _read_csv_labels(file)
+
+
+def _read_npy_labels(file: Path) -> np.ndarray:
+    array = load_npy(file, what="labels file")
+    if array.ndim != 1:
+        raise InputError(f"labels file {str(file)!r} must hold a 1-D array; got shape {array.shape}")
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.int64)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"labels file {str(file)!r} must hold integers; got dtype {array.dtype}")
+    bad = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+    if bad.size:
+        position = bad[0]
+        value = float(array[position])
+        raise InputError(
+            f"labels file {str(file)!r} has a non-integer value {value!r} at position {position}"
+        )
+    return array.astype(np.int64)
+
+
+def load_npy(path: str | Path, *, what: str = "file", mmap: bool = False) -> np.ndarray:
+    """Load a ``.npy`` array without pickles (memory-mapped if ``mmap``), or raise :class:`InputError`."""
+    file = check_file(path, what=what)
+    try:
+        array: np.ndarray = np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{what} {str(file)!r} is not a readable .npy array: {reason}") from None
+    return array
+
+
+def _read_csv_labels(file: Path) -> np.ndarray:
+    name = str(file)
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"labels file {name!r} is not a readable UTF-8 CSV: {error}") from None
+    if not rows:
+        raise InputError(f"labels file {name!r} is empty; expected a header row")
+    header = [column.strip() for column in rows[0]]
+    column = _label_column(header, name)
+    columns = [column] + ([header.index("index")] if "index" in header else [])
+    values: list[list[int]] = []
+    for line_number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        if len(row) != len(header):
+            raise InputError(
+                f"labels file {name!r} line {line_number} has {len(row)} fields, not {len(header)}"
+            )
+        values.append([_parse_int(row[c], name, line_number, header[c]) for c in columns])
+    table = np.array(values, dtype=np.int64).reshape(len(values), len(columns))
+    if len(columns) == 1:
+        return table[:, 0].copy()
+    ordered: np.ndarray = table[_order_by_index(table[:, 1], name), 0]
+    return ordered
+
+
+def _label_column(header: list[str], name: str) -> int:
+    for wanted in LABEL_COLUMNS:
+        if wanted in header:
+            return header.index(wanted)
+    others = [i for i, column in enumerate(header) if column != "index"]
+    if len(others) == 1:
+        return others[0]
+    raise InputError(
+        f"labels file {name!r} has no `label` or `noisy_label` column (columns: {', '.join(header)})"
+    )
+
+
+def _parse_int(text: str, name: str, line_number: int, column: str) -> int:
+    """Parse an integer, accepting integral floats like ``3.0``."""
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not number.is_integer():
+        raise InputError(f"labels file {name!r} line {line_number}: {column} {text!r} is not an integer")
+    return int(number)
+
+
+def _order_by_index(index: np.ndarray, name: str) -> np.ndarray:
+    """Positions that sort rows by ``index``, which must hold each of ``0..N-1`` once."""
+    outside = np.flatnonzero((index < 0) | (index >= index.size))
+    if outside.size:
+        raise InputError(
+            f"labels file {name!r}: `index` value {index[outside[0]]} is outside 0..{index.size - 1}"
+        )
+    repeated = np.flatnonzero(np.bincount(index, minlength=index.size) > 1)
+    if repeated.size:
+        raise InputError(f"labels file {name!r}: `index` value {repeated[0]} appears more than once")
+    return np.argsort(index)
+
+
+def read_matrix(path: str | Path, *, what: str = "matrix file") -> np.ndarray:
+    """Read a 2-D float64 matrix from ``.npy`` or from a ``.csv`` of numbers (no header); not validated.
+
+    Raises:
+        InputError: missing file, unsupported suffix, or unreadable contents.
+    """
+    file = check_file(path, what=what)
+    suffix = file.suffix.lower()
+    if suffix == ".npy":
+        matrix = load_npy(file, what=what)
+    elif suffix == ".csv":
+        try:
+            matrix = np.loadtxt(file, delimiter=",", dtype=np.float64, ndmin=2)
+        except ValueError as error:
+            reason = str(error).splitlines()[0]
+            raise InputError(f"{what} {str(file)!r} is not a CSV of numbers: {reason}") from None
+    else:
+        raise InputError(f"{what} {str(file)!r} must end in .npy or .csv; got {suffix!r}")
+    try:
+        return np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} {str(file)!r} must hold numbers; got dtype {matrix.dtype}") from None

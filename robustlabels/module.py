@@ -1,0 +1,185 @@
+"""``RobustModule``: the one LightningModule. It composes backbones, a Strategy and Regularizers.
+
+Evaluation, metrics, logging and optimizer wiring are written once here, so that comparisons between
+strategies stay fair: a strategy only decides how per-sample losses become the training loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, SumMetric
+
+from robustlabels.errors import InputError
+from robustlabels.metrics import memorization_counts
+from robustlabels.nn.backbones import create_backbone
+from robustlabels.regularizers.base import Regularizer
+from robustlabels.strategies.base import Strategy
+from robustlabels.strategies.standard import CrossEntropy
+from robustlabels.types import Batch, Forward
+
+EVAL_SPLITS = ("val", "test")  # validation dataloader 0 and 1
+
+
+class RobustModule(pl.LightningModule):
+    """Train one or more backbones with a pluggable strategy under label noise.
+
+    Args:
+        strategy: how per-sample losses become the loss (default :class:`CrossEntropy`).
+        backbone: ``mlp``, ``small_cnn``, ``preact_resnet18`` or any timm model name.
+        backbone_kwargs: options of the backbone (``hidden``, ``width``, ...).
+        regularizers: additive terms (ELR, neighbour consistency), applied after the strategy loss.
+        optimizer: e.g. ``{class_path: torch.optim.SGD, init_args: {lr: 0.1, momentum: 0.9}}``.
+        lr_scheduler: optional, stepped once per epoch.
+        num_classes: ``C``; linked from the data module by ``robustlabels.fit``.
+        input_shape: one sample's shape, ``(C, H, W)`` or ``(D,)``; linked from the data module.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy | None = None,
+        *,
+        backbone: str = "mlp",
+        backbone_kwargs: dict[str, Any] | None = None,
+        regularizers: Sequence[Regularizer] = (),
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        num_classes: int = 0,
+        input_shape: Sequence[int] = (),
+    ) -> None:
+        super().__init__()
+        if num_classes < 2 or not input_shape:
+            raise InputError(f"RobustModule needs `num_classes` >= 2 and `input_shape`; got {num_classes}, "
+                             f"{tuple(input_shape)}")  # fmt: skip
+        self.save_hyperparameters(ignore=["strategy", "regularizers", "optimizer", "lr_scheduler"])
+        self.strategy = strategy if strategy is not None else CrossEntropy()
+        self.regularizers = nn.ModuleList(regularizers)
+        self.nets = nn.ModuleList(
+            create_backbone(backbone, input_shape=input_shape, num_classes=num_classes, **(backbone_kwargs or {}))
+            for _ in range(self.strategy.num_networks)
+        )
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+        self.num_classes = num_classes
+        self.train_loss, self.train_acc = MeanMetric(), MeanMetric()
+        # counts of flipped samples, of those predicted as their true label, and as their noisy label
+        self.train_memorization = nn.ModuleList(SumMetric() for _ in range(3))
+        self.eval_metrics = nn.ModuleDict(
+            {f"{split}_{name}": MeanMetric() for split in EVAL_SPLITS for name in ("acc", "acc_clean", "loss")}
+        )
+        self.history: list[dict[str, float]] = []
+
+    # ---- state that depends on the data size --------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Give the strategy and regularizers ``N`` and ``C`` before any checkpoint is restored."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and datamodule is not None:
+            num_samples = len(datamodule.datasets["train"])
+            for part in (self.strategy, *self.regularizers):
+                part.setup(num_samples=num_samples, num_classes=self.num_classes)
+
+    # ---- forward ------------------------------------------------------------------------------------
+    def forward_all(self, inputs: Tensor) -> Forward:
+        """Features ``(B, D)`` and logits ``(B, C)`` of every network."""
+        features = tuple(net.forward_features(inputs) for net in self.nets)
+        return Forward(features, tuple(net.forward_head(f) for net, f in zip(self.nets, features)))
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """``(B, C)`` mean logits of the networks: the model's prediction."""
+        return torch.stack(self.forward_all(inputs).logits).float().mean(0)
+
+    # ---- training -----------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        for part in (self.strategy, *self.regularizers):
+            part.on_train_epoch_start(self.current_epoch)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        out = self.forward_all(batch.inputs)
+        result = self.strategy.compute_loss(batch, out)
+        loss = result.loss
+        for reg in self.regularizers:
+            loss = reg.base_loss_scale * loss + reg(batch, out)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.targets))
+        for key, value in result.logs.items():
+            self.log(f"train/{key}", value, batch_size=len(batch.targets))
+        with torch.no_grad():
+            preds = torch.stack(out.logits).float().mean(0).argmax(1)
+            self.train_loss.update(loss.detach().float(), weight=len(batch.targets))
+            self.train_acc.update((preds == batch.targets).float())
+            counts = memorization_counts(preds, batch.targets, batch.clean_targets)
+            for metric, count in zip(self.train_memorization, counts):
+                metric.update(count)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training metrics and append one row to :attr:`history`."""
+        flipped, true, noisy = (float(metric.compute()) for metric in self.train_memorization)
+        row = {"epoch": float(self.current_epoch), "train/loss": float(self.train_loss.compute()),
+               "train/acc": float(self.train_acc.compute())}  # fmt: skip
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "realized_noise_rate"):
+            row["train/noise_rate"] = datamodule.realized_noise_rate
+        if flipped > 0:
+            row["train/mem_true"], row["train/mem_noisy"] = true / flipped, noisy / flipped
+        for metric in (self.train_loss, self.train_acc, *self.train_memorization):
+            metric.reset()
+        self.log_dict({k: v for k, v in row.items() if k != "epoch" and k != "train/loss"})
+        if self._validated_epoch == self.current_epoch:
+            row.update({k: float(v) for k, v in self.trainer.callback_metrics.items() if k[:4] in ("val/", "test")})
+        self.history.append(row)
+
+    # ---- evaluation ---------------------------------------------------------------------------------
+    _validated_epoch = -1
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, EVAL_SPLITS[dataloader_idx])
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._validated_epoch = self.current_epoch
+
+    def _evaluate(self, batch: Batch, split: str) -> None:
+        """Accuracy against the given labels, and against the clean labels where they are known."""
+        net_logits = self.forward_all(batch.inputs).logits
+        logits = torch.stack(net_logits).float().mean(0)
+        preds, size = logits.argmax(1), len(batch.targets)
+        values = {"acc": ((preds == batch.targets).float(), 1)}
+        if split == "val":  # the test labels are clean, so test/acc is already the clean accuracy
+            values["loss"] = (F.cross_entropy(logits, batch.targets), size)
+            known = batch.clean_targets >= 0
+            if bool(known.any()):
+                values["acc_clean"] = ((preds[known] == batch.clean_targets[known]).float(), 1)
+        for name, (value, weight) in values.items():
+            metric = self.eval_metrics[f"{split}_{name}"]
+            metric.update(value, weight)
+            self.log(f"{split}/{name}", metric, batch_size=size, add_dataloader_idx=False,
+                     prog_bar=(split, name) == ("val", "acc"))  # fmt: skip
+        for i, z in enumerate(net_logits if len(net_logits) > 1 else ()):
+            acc = (z.argmax(1) == batch.targets).float().mean()
+            self.log(f"{split}/acc_net{i}", acc, batch_size=size, add_dataloader_idx=False)
+
+    # ---- optimisation and checkpoints ---------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.nets.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        from robustlabels.callbacks import RunSummary
+
+        return [RunSummary()]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["robustlabels_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("robustlabels_history", []))

@@ -1,0 +1,193 @@
+"""Backbones by name. Every backbone exposes ``forward_features`` and ``forward_head`` (timm's surface).
+
+``forward_features(x)`` maps ``(B, ...)`` inputs to ``(B, D)`` pooled pre-logit features, and
+``forward_head(f)`` maps them to ``(B, C)`` logits. Neighbour consistency, nested dropout and the audit
+all work on the features, so every backbone must expose them the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustlabels.errors import InputError
+from robustlabels.registry import Registry
+
+
+class Backbone(nn.Module):
+    """Base class: a feature extractor and a linear head. Subclasses set ``feature_dim``."""
+
+    feature_dim: int
+
+    def forward_features(self, x: Tensor) -> Tensor:  # (B, ...) -> (B, D)
+        raise NotImplementedError
+
+    def forward_head(self, features: Tensor) -> Tensor:  # (B, D) -> (B, C)
+        return self.head(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+BackboneFactory = Callable[..., Backbone]
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+
+
+@BACKBONES.register("mlp")
+class MLP(Backbone):
+    """Flatten, then ``depth`` hidden layers of ``hidden`` units with ReLU (and optional dropout)."""
+
+    def __init__(
+        self,
+        *,
+        input_shape: Sequence[int],
+        num_classes: int,
+        hidden: int = 256,
+        depth: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = width
+        self.head = nn.Linear(width, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+@BACKBONES.register("small_cnn")
+class SmallCNN(Backbone):
+    """Two 3×3 conv blocks (BN, ReLU, 2×2 max-pool), global average pool, a hidden layer.
+
+    Sized for 28×28 inputs (MNIST-like), but any spatial size works thanks to the global pool.
+    """
+
+    def __init__(
+        self, *, input_shape: Sequence[int], num_classes: int, width: int = 32, hidden: int = 128
+    ) -> None:
+        super().__init__()
+        in_ch = input_shape[0]
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1, bias=False), nn.BatchNorm2d(4 * width),
+            nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4 * width, hidden), nn.ReLU(inplace=True),
+        )  # fmt: skip
+        self.feature_dim = hidden
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class _PreActBlock(nn.Module):
+    """Pre-activation basic block (He et al., 2016): BN-ReLU-conv twice, identity or 1×1 shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+@BACKBONES.register("preact_resnet18")
+class PreActResNet18(Backbone):
+    """PreAct ResNet-18 for 32×32 inputs, the CIFAR network of the ELR+ and Co-teaching+ code.
+
+    Reference: He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016.
+    """
+
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int, width: int = 64) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False)
+        blocks: list[nn.Module] = []
+        in_planes = width
+        for i, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            for j in range(2):
+                blocks.append(_PreActBlock(in_planes, planes, stride=2 if (i > 0 and j == 0) else 1))
+                in_planes = planes
+        self.layers = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.feature_dim = in_planes
+        self.head = nn.Linear(in_planes, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn(self.layers(self.conv1(x))))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+
+class TimmBackbone(Backbone):
+    """Adapter for any timm model: its pooled pre-logits are our features, its classifier our head."""
+
+    def __init__(
+        self, name: str, *, input_shape: Sequence[int], num_classes: int, **kwargs: Any
+    ) -> None:
+        super().__init__()
+        import timm  # lazy: timm import is slow
+
+        if not timm.is_model(name):
+            raise InputError(f"unknown backbone {name!r}: not a robustlabels backbone nor a timm model")
+        kwargs.setdefault("pretrained", False)  # no downloads at run time
+        self.model = timm.create_model(name, num_classes=num_classes, in_chans=input_shape[0], **kwargs)
+        self.feature_dim = self.model.num_features
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.model.get_classifier()(features)
+
+
+def create_backbone(
+    name: str, *, input_shape: Sequence[int], num_classes: int, **kwargs: Any
+) -> Backbone:
+    """Build a backbone by registry name, falling back to a timm model name.
+
+    Args:
+        name: ``mlp``, ``small_cnn``, ``preact_resnet18``, or a timm model name (``timm:NAME`` also works).
+        input_shape: ``(C, H, W)`` for images or ``(D,)`` for feature vectors, without the batch dim.
+        num_classes: number of output logits.
+        **kwargs: backbone-specific options (``hidden``, ``width``, ...).
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    if name in BACKBONES:
+        factory = BACKBONES.get(name)
+    else:
+        factory = lambda **kw: TimmBackbone(name.removeprefix("timm:"), **kw)  # noqa: E731
+    try:
+        return factory(input_shape=input_shape, num_classes=num_classes, **kwargs)
+    except TypeError as err:  # an unknown option in backbone_kwargs
+        raise InputError(f"bad `backbone_kwargs` for backbone {name!r}: {err}") from None
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = ["BACKBONES", "MLP", "Backbone", "PreActResNet18", "SmallCNN", "TimmBackbone", "create_backbone"]

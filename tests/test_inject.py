@@ -1,0 +1,230 @@
+"""The ``python -m robustlabels.inject`` CLI: reproducible files, --force, and one-line user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustlabels.inject import main
+from robustlabels.io import atomic_save_npy, atomic_write_bytes, read_labels, sha256_of_array, sha256_of_file
+
+OUTPUTS = ("labels.npy", "labels.csv", "manifest.json")
+MANIFEST_KEYS = {
+    "convention",
+    "empirical_matrix",
+    "exact",
+    "flips_per_class",
+    "labels_sha256",
+    "noise",
+    "num_classes",
+    "num_flipped",
+    "num_samples",
+    "realized_rate",
+    "robustlabels_version",
+    "seed",
+    "source",
+    "source_labels_sha256",
+    "transition_matrix",
+}
+
+
+@pytest.fixture
+def clean_file(tmp_path: Path) -> Path:
+    path = tmp_path / "clean.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 10, 2000))
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_round_trip_is_byte_identical_and_manifest_matches(
+    tmp_path: Path, clean_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for out in ("a", "b"):
+        argv = ["--labels", str(clean_file), "--noise", "symmetric", "--rate", "0.4", "--seed", "3"]
+        code, stdout, _ = run_cli(capsys, *argv, "--out", str(tmp_path / out))
+        assert code == 0 and "realized rate" in stdout
+    for name in OUTPUTS:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    clean = np.load(clean_file)
+    noisy = np.load(tmp_path / "a" / "labels.npy")
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert set(manifest) == MANIFEST_KEYS
+    assert (tmp_path / "a" / "manifest.json").read_text().endswith("}\n")
+    assert noisy.dtype == np.int64 and manifest["num_samples"] == clean.size == noisy.size
+    assert manifest["realized_rate"] == pytest.approx(np.mean(noisy != clean), abs=0)
+    assert manifest["num_flipped"] == int(np.sum(noisy != clean)) == sum(manifest["flips_per_class"])
+    assert manifest["noise"] == {
+        "name": "symmetric",
+        "params": {"rate": 0.4, "include_true_class": False, "exact": False},
+    }
+    assert manifest["labels_sha256"] == sha256_of_array(noisy)
+    assert manifest["source_labels_sha256"] == sha256_of_array(clean.astype(np.int64))
+    assert manifest["convention"] == "T[i, j] = P(noisy=j | true=i)"
+    assert manifest["source"]["labels_file"] == str(clean_file.resolve())
+    np.testing.assert_array_equal(read_labels(tmp_path / "a" / "labels.csv"), noisy)
+    assert (tmp_path / "a" / "labels.csv").read_text().startswith("index,label\n0,")
+
+
+def test_force_is_needed_to_overwrite(
+    tmp_path: Path, clean_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--labels",
+        str(clean_file),
+        "--noise",
+        "pairflip",
+        "--rate",
+        "0.45",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert run_cli(capsys, *argv)[0] == 0
+    before = (tmp_path / "o" / "labels.npy").read_bytes()
+    code, _, err = run_cli(capsys, *argv, "--seed", "9")
+    assert code == 2 and err.count("\n") == 1 and "labels.npy" in err and "--force" in err
+    assert (tmp_path / "o" / "labels.npy").read_bytes() == before
+    assert run_cli(capsys, *argv, "--seed", "9", "--force")[0] == 0
+    assert (tmp_path / "o" / "labels.npy").read_bytes() != before
+
+
+def test_json_format_and_exact_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = tmp_path / "clean.csv"
+    labels.write_text("index,label\n" + "".join(f"{i},{i % 10}\n" for i in range(1000)))
+    argv = ["--labels", str(labels), "--noise", "cifar10_asym", "--rate", "0.4", "--out", str(tmp_path / "o")]
+    code, stdout, _ = run_cli(capsys, *argv, "--format", "json")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["realized_rate"] == pytest.approx(0.2) and summary["num_flipped"] == 200
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert manifest["exact"] is True and manifest["flips_per_class"] == [0, 0, 40, 40, 40, 40, 0, 0, 0, 40]
+
+
+def test_instance_noise_with_features_file(
+    tmp_path: Path, clean_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    features = tmp_path / "x.npy"
+    np.save(features, np.random.default_rng(1).integers(0, 256, (2000, 4, 4), dtype=np.uint8))
+    argv = ["--labels", str(clean_file), "--noise", "instance", "--rate", "0.3", "--out", str(tmp_path / "o")]
+    assert run_cli(capsys, *argv)[0] == 2  # needs --features
+    code, _, err = run_cli(capsys, *argv, "--features", str(features))
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["transition_matrix"] is None and manifest["exact"] is None
+    assert 0.2 < manifest["realized_rate"] < 0.4
+
+
+def test_matrix_noise_and_source_file_unchanged(
+    tmp_path: Path, clean_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    matrix = tmp_path / "t.npy"
+    np.save(matrix, np.full((10, 10), 0.1))
+    before = sha256_of_file(clean_file)
+    argv = ["--labels", str(clean_file), "--noise", "matrix", "--matrix", str(matrix), "--out", str(tmp_path)]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert sha256_of_file(clean_file) == before
+    assert json.loads((tmp_path / "manifest.json").read_text())["noise"]["params"]["matrix"] == str(matrix)
+
+
+def test_refuses_to_overwrite_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "labels.npy"
+    np.save(source, np.arange(50) % 5)
+    before = sha256_of_file(source)
+    argv = [
+        "--labels",
+        str(source),
+        "--noise",
+        "symmetric",
+        "--rate",
+        "0.2",
+        "--out",
+        str(tmp_path),
+        "--force",
+    ]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "would overwrite an input file" in err
+    assert sha256_of_file(source) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--noise", "symmetric", "--rate", "1.5"], "`rate` must be in [0, 1]; got 1.5"),
+        (["--noise", "symmetric", "--rate", "0.2", "--num-classes", "5"], "is outside [0, 5)"),
+        (["--noise", "symmetric"], "--noise symmetric needs --rate"),
+        (["--noise", "matrix", "--matrix", "BAD"], "bad.csv' row 0 sums to 0.9, not 1"),
+        (["--noise", "matrix", "--matrix", "missing.npy"], "matrix file not found"),
+        (["--noise", "cifar100_block", "--rate", "0.2"], "needs num_classes == 100; got 10"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(
+    tmp_path: Path, clean_file: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(",".join(["0.1"] * 10) for _ in range(10)).replace("0.1", "0.0", 1) + "\n")
+    extra = [str(bad) if item == "BAD" else item for item in extra]
+    before = sha256_of_file(clean_file)
+    code, stdout, err = run_cli(capsys, "--labels", str(clean_file), "--out", str(tmp_path / "o"), *extra)
+    assert code == 2 and stdout == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "o").exists()
+    assert sha256_of_file(clean_file) == before
+
+
+def test_missing_labels_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(
+        capsys, "--labels", "nope.npy", "--noise", "pairflip", "--rate", "0.2", "--out", str(tmp_path)
+    )
+    assert code == 2 and err == "error: labels file not found: 'nope.npy'\n"
+
+
+def test_subprocess_error_is_one_line_without_traceback(tmp_path: Path, clean_file: Path) -> None:
+    command = [sys.executable, "-m", "robustlabels.inject", "--labels", str(clean_file)]
+    command += ["--noise", "symmetric", "--rate", "1.5", "--out", str(tmp_path / "o")]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2
+    assert len(completed.stderr.splitlines()) == 1 and "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("error: `rate` must be in [0, 1]")
+
+
+def test_dataset_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("robustlabels.data.catalog", reason="needs the dataset catalog")
+    argv = [
+        "--dataset",
+        "digits",
+        "--noise",
+        "symmetric_incl",
+        "--rate",
+        "0.5",
+        "--exact",
+        "--out",
+        str(tmp_path),
+    ]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["source"] == {"dataset": "digits", "split": "train"}
+    assert manifest["num_classes"] == 10 and manifest["num_samples"] == np.load(tmp_path / "labels.npy").size
+    assert manifest["realized_rate"] == pytest.approx(0.45, abs=0.01)
+
+
+def test_atomic_writes_leave_no_partial_files(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "x.bin"
+    atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second"
+    with pytest.raises(TypeError):
+        atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]
+    assert target.read_bytes() == b"second"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.bin"]
+    atomic_save_npy(tmp_path / "a.npy", np.arange(3))
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), [0, 1, 2])
