@@ -21,7 +21,7 @@ def noise_record(datamodule: Any) -> dict[str, Any]:
         "noise_model": getattr(noise, "name", "none") if noise is not None else "none",
         "params": noise.params() if noise is not None else {},
         "noise_seed": datamodule.noise_seed,
-        "num_samples": int(len(noisy.noisy)),
+        "num_samples": len(noisy.noisy),
         "realized_rate_full_train_split": float(noisy.realized_rate),
         "realized_rate_train": datamodule.realized_noise_rate,
         "empirical_matrix": np.round(noisy.empirical_matrix, 6).tolist(),
@@ -30,7 +30,9 @@ def noise_record(datamodule: Any) -> dict[str, Any]:
 
 
 class RunSummary(pl.Callback):
-    """Saves the noisy labels with the run, then prints and saves the accuracy summary after fit."""
+    """Saves the noisy labels with the run, and the accuracy summary (``metrics.json``) after fit."""
+
+    summary: dict[str, Any] | None = None
 
     def run_dir(self, trainer: pl.Trainer) -> Path | None:
         """The logger's version folder, or None when logging is off (nothing is written then)."""
@@ -49,10 +51,14 @@ class RunSummary(pl.Callback):
         if not trainer.is_global_zero:
             return
         history = getattr(pl_module, "history", [])
-        summary = summarize_history(history)
-        summary["strategy"] = type(getattr(pl_module, "strategy", None)).__name__
-        print("\n" + format_summary(summary, title=f"robustlabels: {summary['strategy']} summary"))
+        self.summary = summarize_history(history)
+        self.summary["strategy"] = type(getattr(pl_module, "strategy", None)).__name__
         run_dir = self.run_dir(trainer)
         if run_dir is not None:
-            write_metrics_json(run_dir / "metrics.json", summary, history)
-            print(f"metrics, noisy labels and checkpoints: {run_dir}")
+            write_metrics_json(run_dir / "metrics.json", self.summary, history)
+
+    def report(self, trainer: pl.Trainer) -> str:
+        """The summary table (and where the run's files are), for printing after fit."""
+        text = format_summary(self.summary, title=f"robustlabels: {self.summary['strategy']}")
+        run_dir = self.run_dir(trainer)
+        return text + (f"\nmetrics.json, noisy labels and checkpoints: {run_dir}" if run_dir else "")

@@ -7,7 +7,9 @@ and ``input_shape`` are linked into the model, so configs never repeat them.
 
 from __future__ import annotations
 
+import itertools
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 import robustlabels.noise as _noise  # noqa: F401
 import robustlabels.regularizers as _regularizers  # noqa: F401
 import robustlabels.strategies as _strategies  # noqa: F401
+from robustlabels.callbacks import RunSummary
 from robustlabels.data import NoisyLabelDataModule
 from robustlabels.errors import InputError
 from robustlabels.module import RobustModule
@@ -36,11 +39,14 @@ class RobustCLI(LightningCLI):
 def trainer_defaults(args: list[str]) -> dict[str, Any]:
     """CSV logs under ``runs/<config stem>/version_N`` and a checkpoint of the last epoch."""
     name = "default"
-    for flag, value in zip(args, args[1:]):
+    for flag, value in itertools.pairwise(args):
         if flag == "--config":
             name = Path(value).stem
     return {
-        "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": name}},
+        "logger": {
+            "class_path": "pytorch_lightning.loggers.CSVLogger",
+            "init_args": {"save_dir": "runs", "name": name},
+        },
         "callbacks": [ModelCheckpoint(save_last=True)],
     }
 
@@ -75,6 +81,9 @@ def main(args: list[str] | None = None) -> int:
     from jsonargparse import ArgumentError
 
     argv = list(sys.argv[1:] if args is None else args)
+    # Lightning-internal deprecation chatter that users cannot act on.
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     try:
         cli = RobustCLI(
             RobustModule,
@@ -87,6 +96,9 @@ def main(args: list[str] | None = None) -> int:
             parser_kwargs={"exit_on_error": False},
         )
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+        for callback in cli.trainer.callbacks:  # the table comes last, after the progress bar
+            if isinstance(callback, RunSummary) and callback.summary is not None:
+                print("\n" + callback.report(cli.trainer))
     except (InputError, ArgumentError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

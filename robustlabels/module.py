@@ -87,7 +87,7 @@ class RobustModule(pl.LightningModule):
     def forward_all(self, inputs: Tensor) -> Forward:
         """Features ``(B, D)`` and logits ``(B, C)`` of every network."""
         features = tuple(net.forward_features(inputs) for net in self.nets)
-        return Forward(features, tuple(net.forward_head(f) for net, f in zip(self.nets, features)))
+        return Forward(features, tuple(net.forward_head(f) for net, f in zip(self.nets, features, strict=True)))
 
     def forward(self, inputs: Tensor) -> Tensor:
         """``(B, C)`` mean logits of the networks: the model's prediction."""
@@ -112,7 +112,7 @@ class RobustModule(pl.LightningModule):
             self.train_loss.update(loss.detach().float(), weight=len(batch.targets))
             self.train_acc.update((preds == batch.targets).float())
             counts = memorization_counts(preds, batch.targets, batch.clean_targets)
-            for metric, count in zip(self.train_memorization, counts):
+            for metric, count in zip(self.train_memorization, counts, strict=True):
                 metric.update(count)
         return loss
 

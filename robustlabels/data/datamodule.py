@@ -88,7 +88,7 @@ def stratified_split(labels: np.ndarray, fraction: float, *, seed: int) -> tuple
     """
     rng = np.random.default_rng(seed)
     taken = [
-        rng.permutation(members)[: int(round(fraction * len(members)))]
+        rng.permutation(members)[: round(fraction * len(members))]
         for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
     ]
     taken_all = np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)

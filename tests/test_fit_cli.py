@@ -1,0 +1,108 @@
+"""The real ``python -m robustlabels.fit`` CLI: every config, run folder contents, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustlabels.fit import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
+QUICK = str(ROOT / "configs" / "quickstart.yaml")
+FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_config_runs_fast_dev_run_on_fake_data(config: Path) -> None:
+    args = ["--config", str(config), "--trainer.fast_dev_run=true", "--data.fake=true", "--trainer.logger=false",
+            "--trainer.accelerator=cpu", "--trainer.precision=32-true", *FAST]  # fmt: skip
+    assert main(args) == 0
+
+
+def run_quickstart(tmp_path: Path, *extra: str, epochs: int = 2) -> int:
+    return main(["--config", QUICK, f"--trainer.max_epochs={epochs}", f"--trainer.default_root_dir={tmp_path}",
+                 f"--trainer.logger.init_args.save_dir={tmp_path}", *FAST, *extra])  # fmt: skip
+
+
+def test_run_folder_holds_noise_metrics_and_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run_quickstart(tmp_path) == 0
+    run = tmp_path / "quickstart" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["summary"]["epochs"] == 2 and len(metrics["history"]) == 2
+    assert 0 < metrics["summary"]["final_test_acc"] <= metrics["summary"]["best_test_acc"] <= 1
+    noise = json.loads((run / "noise.json").read_text())
+    labels = np.load(run / "noisy_labels.npy")
+    assert noise["noise_model"] == "symmetric" and noise["num_samples"] == len(labels) == 1438
+    assert abs(noise["realized_rate_full_train_split"] - 0.4) < 0.01
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    out = capsys.readouterr().out
+    assert "best test accuracy" in out and "flipped samples predicted as noisy label" in out
+
+
+def test_resume_from_checkpoint_continues_exactly(tmp_path: Path) -> None:
+    assert run_quickstart(tmp_path / "a", epochs=3) == 0
+    assert run_quickstart(tmp_path / "b", epochs=2) == 0
+    ckpt = tmp_path / "b" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    assert run_quickstart(tmp_path / "b", f"--ckpt_path={ckpt}", epochs=3) == 0
+    straight = json.loads((tmp_path / "a" / "quickstart" / "version_0" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "b" / "quickstart" / "version_1" / "metrics.json").read_text())
+    assert len(resumed["history"]) == 3
+    assert resumed["history"][-1]["test/acc"] == pytest.approx(straight["history"][-1]["test/acc"], abs=1e-6)
+    assert resumed["history"][-1]["train/loss"] == pytest.approx(straight["history"][-1]["train/loss"], rel=1e-5)
+
+
+BAD_INPUT = {
+    "unknown strategy": (["--model.strategy=Nope"], "unknown class 'Nope'"),
+    "unknown backbone": (["--model.backbone=nonet"], "unknown backbone 'nonet'"),
+    "unknown dataset": (["--data=NopeData"], "unknown class 'NopeData'"),
+    "misspelled key": (["--data.init_args.batch_sizee=3"], "batch_sizee"),
+    "rate outside [0, 1]": (["--data.init_args.noise.init_args.rate=1.5"], "`rate` must be in [0, 1]; got 1.5"),
+    "matrix rows": (["--data.init_args.noise=MatrixNoise", "--data.init_args.noise.init_args.matrix=[[0.5,0.4],[0,1]]"],
+                    "row 0 sums to 0.9"),
+    "missing file": (["--data.init_args.noise=LabelsFile", "--data.init_args.noise.init_args.path=/no/such.npy"],
+                     "/no/such.npy"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
+def test_bad_input_is_one_line_and_exit_code_2(case: str, capsys: pytest.CaptureFixture) -> None:
+    args, expected = BAD_INPUT[case]
+    assert main(["--config", QUICK, "--trainer.fast_dev_run=true", "--trainer.logger=false", *args]) == 2
+    err_lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err_lines) == 1 and expected in err_lines[0]
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [(np.full(1438, 12), "outside [0, 10)"), (np.zeros(99, dtype=np.int64), "has 99 labels")],
+    ids=["labels outside range", "length mismatch"],
+)
+def test_bad_labels_file(tmp_path: Path, labels: np.ndarray, expected: str, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "labels.npy"
+    np.save(path, labels)
+    args = ["--data.init_args.noise=LabelsFile", f"--data.init_args.noise.init_args.path={path}"]
+    assert main(["--config", QUICK, "--trainer.fast_dev_run=true", "--trainer.logger=false", *args]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "labels.npy" in err
+
+
+def test_misspelled_key_in_yaml_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text(Path(QUICK).read_text().replace("backbone_kwargs", "backbone_kwarg"))
+    assert main(["--config", str(config), "--trainer.fast_dev_run=true"]) == 2
+    assert "backbone_kwarg" in capsys.readouterr().err
+
+
+def test_module_entry_point_exits_2_without_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustlabels.fit", "--config", QUICK, "--model.backbone=nonet"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
