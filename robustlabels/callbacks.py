@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class RunSummary(pl.Callback):
         return Path(trainer.log_dir) if trainer.logger is not None and trainer.log_dir else None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.perf_counter()
         run_dir, datamodule = self.run_dir(trainer), getattr(trainer, "datamodule", None)
         if run_dir is None or not trainer.is_global_zero or getattr(datamodule, "noisy", None) is None:
             return
@@ -53,6 +55,7 @@ class RunSummary(pl.Callback):
         history = getattr(pl_module, "history", [])
         self.summary = summarize_history(history)
         self.summary["strategy"] = type(getattr(pl_module, "strategy", None)).__name__
+        self.summary["train_seconds"] = round(time.perf_counter() - self.started, 3)
         run_dir = self.run_dir(trainer)
         if run_dir is not None:
             write_metrics_json(run_dir / "metrics.json", self.summary, history)

@@ -22,7 +22,7 @@ from robustlabels.nn.backbones import create_backbone
 from robustlabels.regularizers.base import Regularizer
 from robustlabels.strategies.base import Strategy
 from robustlabels.strategies.standard import CrossEntropy
-from robustlabels.types import Batch, Forward
+from robustlabels.types import Batch, Forward, StepResult
 
 EVAL_SPLITS = ("val", "test")  # validation dataloader 0 and 1
 
@@ -98,12 +98,17 @@ class RobustModule(pl.LightningModule):
         for part in (self.strategy, *self.regularizers):
             part.on_train_epoch_start(self.current_epoch)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def compute_loss(self, batch: Batch) -> tuple[Tensor, StepResult, Forward]:
+        """The training loss of one batch: the strategy's loss, then each regularizer's term."""
         out = self.forward_all(batch.inputs)
         result = self.strategy.compute_loss(batch, out)
         loss = result.loss
         for reg in self.regularizers:
             loss = reg.base_loss_scale * loss + reg(batch, out)
+        return loss, result, out
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, result, out = self.compute_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.targets))
         for key, value in result.logs.items():
             self.log(f"train/{key}", value, batch_size=len(batch.targets))

@@ -158,8 +158,11 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.datasets: dict[str, ArrayDataset] = {}
 
     # ---- what subclasses provide -------------------------------------------------------------------
-    def load_split(self, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(inputs, labels)`` of a split: uint8 images ``(N, H, W[, C])`` or float ``(N, D)``."""
+    def load_split(self, split: Literal["train", "test"]) -> tuple[np.ndarray, ...]:
+        """Return ``(inputs, labels)`` or, for datasets with real label noise, ``(inputs, labels, true_labels)``.
+
+        ``inputs`` are uint8 images ``(N, H, W[, C])`` or float features ``(N, D)``; labels are ``(N,)`` ints.
+        """
         raise NotImplementedError
 
     def fake_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -178,9 +181,11 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         load = self.fake_split if self.fake else self.load_split
-        inputs, clean = load("train")
-        test_inputs, test_labels = load("test")
-        self.noisy = self.apply_noise(inputs, clean)
+        inputs, labels, *true = load("train")
+        clean = true[0] if true else labels  # real-noise datasets ship their true labels
+        test_inputs, test_labels, *test_true = load("test")
+        test_labels = test_true[0] if test_true else test_labels  # evaluate against true labels
+        self.noisy = self.apply_noise(inputs, labels)  # synthetic noise on top of the given labels
         given = self.noisy.noisy
         train_pos, val_pos = stratified_split(given, self.val_fraction, seed=self.split_seed)
         if self.train_subset is not None and self.train_subset < len(train_pos):

@@ -1,6 +1,8 @@
 """Training strategies. Importing this package registers every strategy in ``STRATEGIES``."""
 
+from robustlabels.strategies.adaptive_k import MKLSGD, AdaptiveK, TrimmedLoss
 from robustlabels.strategies.base import STRATEGIES, Strategy
+from robustlabels.strategies.robust_losses import GCE, SCE
 from robustlabels.strategies.standard import CrossEntropy, Oracle
 
-__all__ = ["STRATEGIES", "CrossEntropy", "Oracle", "Strategy"]
+__all__ = ["GCE", "MKLSGD", "SCE", "STRATEGIES", "AdaptiveK", "CrossEntropy", "Oracle", "Strategy", "TrimmedLoss"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -14,10 +15,13 @@ from robustlabels.types import Batch, Forward
 NUM_SAMPLES, NUM_CLASSES, DIM = 16, 4, 8
 
 
+EPOCH = 0  # set per test by the `phase` fixture: 0 (warm-up) or late in training (schedules done)
+
+
 def make_strategy(name: str) -> Strategy:
     strategy = STRATEGIES.get(name)()
     strategy.setup(num_samples=NUM_SAMPLES, num_classes=NUM_CLASSES)
-    strategy.on_train_epoch_start(0)
+    strategy.on_train_epoch_start(EPOCH)
     return strategy
 
 
@@ -33,6 +37,11 @@ def forward(nets: list[nn.Module], batch: Batch) -> Forward:
 def step_loss(strategy: Strategy, batch: Batch, seed: int = 0) -> torch.Tensor:
     torch.manual_seed(seed)
     return strategy.compute_loss(batch, forward(make_nets(strategy, seed), batch)).loss
+
+
+@pytest.fixture(params=[0, 1000], ids=["epoch0", "late"], autouse=True)
+def phase(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "EPOCH", request.param)
 
 
 @pytest.fixture(params=STRATEGIES.names())
