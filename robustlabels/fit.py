@@ -13,7 +13,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 # Imported so configs can name classes without their module path (the torchgeo trick): jsonargparse
@@ -37,17 +36,21 @@ class RobustCLI(LightningCLI):
 
 
 def trainer_defaults(args: list[str]) -> dict[str, Any]:
-    """CSV logs under ``runs/<config stem>/version_N`` and a checkpoint of the last epoch."""
+    """CSV logs under ``runs/<config stem>/version_N`` (``main`` also keeps a ``last.ckpt``).
+
+    ``default_root_dir`` also points under ``runs/``, so a run with ``--trainer.logger=false`` writes its
+    ``config.yaml`` and checkpoints there rather than into the working directory.
+    """
     name = "default"
     for flag, value in itertools.pairwise(args):
         if flag == "--config":
             name = Path(value).stem
     return {
+        "default_root_dir": f"runs/{name}",
         "logger": {
             "class_path": "pytorch_lightning.loggers.CSVLogger",
             "init_args": {"save_dir": "runs", "name": name},
         },
-        "callbacks": [ModelCheckpoint(save_last=True)],
     }
 
 
@@ -95,6 +98,9 @@ def main(args: list[str] | None = None) -> int:
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
         )
+        checkpoint = cli.trainer.checkpoint_callback
+        if checkpoint is not None and not checkpoint.save_last:
+            checkpoint.save_last = True  # always leave a `last.ckpt` to resume from
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
         for callback in cli.trainer.callbacks:  # the table comes last, after the progress bar
             if isinstance(callback, RunSummary) and callback.summary is not None:

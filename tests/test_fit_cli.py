@@ -19,8 +19,9 @@ FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=f
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
-def test_every_config_runs_fast_dev_run_on_fake_data(config: Path) -> None:
+def test_every_config_runs_fast_dev_run_on_fake_data(config: Path, tmp_path: Path) -> None:
     args = ["--config", str(config), "--trainer.fast_dev_run=true", "--data.fake=true", "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
             "--trainer.accelerator=cpu", "--trainer.precision=32-true", *FAST]  # fmt: skip
     assert main(args) == 0
 

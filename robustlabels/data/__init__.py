@@ -8,6 +8,7 @@ from robustlabels.data.images import (
     MNISTDataModule,
 )
 from robustlabels.data.synthetic import BlobsDataModule
+from robustlabels.data.text import NoisyAGNewsDataModule
 
 __all__ = [
     "BlobsDataModule",
@@ -15,5 +16,6 @@ __all__ = [
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "MNISTDataModule",
+    "NoisyAGNewsDataModule",
     "NoisyLabelDataModule",
 ]

