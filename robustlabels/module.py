@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import MeanMetric
 
 from robustlabels.errors import InputError
 from robustlabels.metrics import memorization_counts
@@ -73,9 +73,9 @@ class RobustModule(pl.LightningModule):
             self.nets.to(memory_format=torch.channels_last)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.num_classes = num_classes
-        self.train_loss, self.train_acc = MeanMetric(), MeanMetric()
-        # counts of flipped samples, of those predicted as their true label, and as their noisy label
-        self.train_memorization = nn.ModuleList(SumMetric() for _ in range(3))
+        # Per-epoch training sums, one in-place add per step (torchmetrics objects cost ~0.1 ms per update):
+        # [loss·B, B, correct, flipped, flipped predicted as true label, flipped predicted as noisy label]
+        self.register_buffer("train_sums", torch.zeros(6, dtype=torch.float64), persistent=False)
         self.eval_metrics = nn.ModuleDict(
             {f"{split}_{name}": MeanMetric() for split in EVAL_SPLITS for name in ("acc", "acc_clean", "loss")}
         )
@@ -123,25 +123,24 @@ class RobustModule(pl.LightningModule):
             self.log(f"train/{key}", value, batch_size=len(batch.targets))
         with torch.no_grad():
             preds = torch.stack(out.logits).float().mean(0).argmax(1)
-            self.train_loss.update(loss.detach().float(), weight=len(batch.targets))
-            self.train_acc.update((preds == batch.targets).float())
-            counts = memorization_counts(preds, batch.targets, batch.clean_targets)
-            for metric, count in zip(self.train_memorization, counts, strict=True):
-                metric.update(count)
+            size = torch.full((1,), float(len(batch.targets)), device=preds.device)
+            correct = (preds == batch.targets).sum().view(1).float()
+            memorization = memorization_counts(preds, batch.targets, batch.clean_targets)
+            self.train_sums += torch.cat([loss.detach().float().view(1) * size, size, correct, memorization])
         return loss
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's training metrics and append one row to :attr:`history`."""
-        flipped, true, noisy = (float(metric.compute()) for metric in self.train_memorization)
-        row = {"epoch": float(self.current_epoch), "train/loss": float(self.train_loss.compute()),
-               "train/acc": float(self.train_acc.compute())}  # fmt: skip
+        sums = self.trainer.strategy.reduce(self.train_sums.clone(), reduce_op="sum")  # over DDP ranks
+        loss_sum, count, correct, flipped, true, noisy = sums.tolist()
+        self.train_sums.zero_()
+        row = {"epoch": float(self.current_epoch), "train/loss": loss_sum / max(count, 1.0),
+               "train/acc": correct / max(count, 1.0)}  # fmt: skip
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "realized_noise_rate"):
             row["train/noise_rate"] = datamodule.realized_noise_rate
         if flipped > 0:
             row["train/mem_true"], row["train/mem_noisy"] = true / flipped, noisy / flipped
-        for metric in (self.train_loss, self.train_acc, *self.train_memorization):
-            metric.reset()
         self.log_dict({k: v for k, v in row.items() if k != "epoch" and k != "train/loss"})
         if self._validated_epoch == self.current_epoch:
             row.update({k: float(v) for k, v in self.trainer.callback_metrics.items() if k[:4] in ("val/", "test")})

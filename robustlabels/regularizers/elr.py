@@ -26,7 +26,7 @@ def elr_target_update(target_rows: Tensor, probs: Tensor, momentum: float) -> Te
     """EMA step ``t ← β·t + (1 − β)·p̂`` with ``p̂`` the detached, renormalised ``probs``; ``(B, C)``."""
     p_hat = probs.detach()
     p_hat = p_hat / p_hat.sum(1, keepdim=True)
-    return momentum * target_rows + (1.0 - momentum) * p_hat
+    return torch.lerp(p_hat, target_rows, momentum)  # = β·t + (1 − β)·p̂, one kernel
 
 
 def elr_term(probs: Tensor, target_rows: Tensor) -> Tensor:
@@ -76,11 +76,12 @@ class ELR(Regularizer):
             self.targets = torch.zeros(num_samples, num_classes, device=self.targets.device)
 
     def forward(self, batch: Batch, out: Forward) -> Tensor:
-        probs = elr_probs(torch.stack(out.logits).float().mean(0))
+        logits = out.logits[0] if len(out.logits) == 1 else torch.stack(out.logits).float().mean(0)
+        probs = elr_probs(logits)
         with torch.no_grad():
-            rows = elr_target_update(self.targets[batch.index], probs, self.momentum)
+            rows = elr_target_update(self.targets.index_select(0, batch.index), probs, self.momentum)
             index_all, rows_all = gather_rows(batch.index, rows)
-            self.targets[index_all] = rows_all
+            self.targets.index_copy_(0, index_all, rows_all)
         return self.weight * elr_term(probs, rows)
 
     def mislabel_scores(self, labels: Tensor) -> Tensor:
