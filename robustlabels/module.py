@@ -100,7 +100,7 @@ class RobustModule(pl.LightningModule):
 
     def forward(self, inputs: Tensor) -> Tensor:
         """``(B, C)`` mean logits of the networks: the model's prediction."""
-        return torch.stack(self.forward_all(inputs).logits).float().mean(0)
+        return self.forward_all(inputs).mean_logits()
 
     # ---- training -----------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -122,7 +122,7 @@ class RobustModule(pl.LightningModule):
         for key, value in result.logs.items():
             self.log(f"train/{key}", value, batch_size=len(batch.targets))
         with torch.no_grad():
-            preds = torch.stack(out.logits).float().mean(0).argmax(1)
+            preds = out.mean_logits().argmax(1)
             size = torch.full((1,), float(len(batch.targets)), device=preds.device)
             correct = (preds == batch.targets).sum().view(1).float()
             memorization = memorization_counts(preds, batch.targets, batch.clean_targets)
@@ -147,7 +147,7 @@ class RobustModule(pl.LightningModule):
         self.history.append(row)
 
     # ---- evaluation ---------------------------------------------------------------------------------
-    _validated_epoch = -1
+    _validated_epoch = -1  # the last epoch whose validation ran (not the sanity check)
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, EVAL_SPLITS[dataloader_idx])
@@ -161,8 +161,8 @@ class RobustModule(pl.LightningModule):
 
     def _evaluate(self, batch: Batch, split: str) -> None:
         """Accuracy against the given labels, and against the clean labels where they are known."""
-        net_logits = self.forward_all(batch.inputs).logits
-        logits = torch.stack(net_logits).float().mean(0)
+        out = self.forward_all(batch.inputs)
+        net_logits, logits = out.logits, out.mean_logits()
         preds, size = logits.argmax(1), len(batch.targets)
         values = {"acc": ((preds == batch.targets).float(), 1)}
         if split == "val":  # the test labels are clean, so test/acc is already the clean accuracy

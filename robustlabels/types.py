@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import torch
 from torch import Tensor
 
 
@@ -37,6 +38,12 @@ class Forward:
 
     features: tuple[Tensor, ...]
     logits: tuple[Tensor, ...]
+
+    def mean_logits(self) -> Tensor:
+        """``(B, C)`` fp32 mean of the networks' logits: the model's prediction."""
+        if len(self.logits) == 1:
+            return self.logits[0].float()
+        return torch.stack(self.logits).float().mean(0)
 
 
 @dataclass(frozen=True)

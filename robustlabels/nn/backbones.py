@@ -182,9 +182,4 @@ def create_backbone(
         raise InputError(f"bad `backbone_kwargs` for backbone {name!r}: {err}") from None
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 __all__ = ["BACKBONES", "MLP", "Backbone", "PreActResNet18", "SmallCNN", "TimmBackbone", "create_backbone"]

@@ -76,8 +76,7 @@ class ELR(Regularizer):
             self.targets = torch.zeros(num_samples, num_classes, device=self.targets.device)
 
     def forward(self, batch: Batch, out: Forward) -> Tensor:
-        logits = out.logits[0] if len(out.logits) == 1 else torch.stack(out.logits).float().mean(0)
-        probs = elr_probs(logits)
+        probs = elr_probs(out.mean_logits())
         with torch.no_grad():
             rows = elr_target_update(self.targets.index_select(0, batch.index), probs, self.momentum)
             index_all, rows_all = gather_rows(batch.index, rows)

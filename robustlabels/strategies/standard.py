@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from robustlabels.errors import InputError
 from robustlabels.strategies.base import STRATEGIES, Strategy
 from robustlabels.types import Batch, Forward, StepResult
-
-
-def mean_logits(out: Forward) -> Tensor:
-    """``(B, C)`` mean of the networks' logits, in fp32."""
-    return torch.stack(out.logits).float().mean(0)
 
 
 @STRATEGIES.register("cross_entropy")
