@@ -1,0 +1,160 @@
+"""FAISS backend: any ``faiss.index_factory`` string, trained on a seeded sample when it needs training.
+
+``index="auto"`` is exact ``"Flat"`` below :data:`AUTO_EXACT_BELOW` points and ``"IVF{n},Flat"`` with
+``n ~ 4 sqrt(N)`` above. Search defaults aim at recall@10 >= 0.95: ``nprobe = max(16, nlist // 8)`` for IVF
+indexes and ``efSearch = max(128, 2 k)`` for HNSW. float32 C-contiguous input reaches FAISS without a copy
+(cosine normalises, which is a copy by necessity).
+
+faiss is imported lazily, after :func:`robustlabels.neighbors._blas.configure_openblas` has had its chance to
+pick OpenBLAS's kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from robustlabels.errors import InputError
+from robustlabels.neighbors._blas import configure_openblas
+from robustlabels.neighbors.base import NeighborIndex, as_array_like, check_finite, check_shape, prepare, to_numpy
+
+AUTO_EXACT_BELOW = 100_000
+DEFAULT_BLOCK_SIZE = 16_384
+TRAIN_POINTS_PER_CENTROID = 64
+
+
+def import_faiss() -> Any:
+    """Import faiss, first letting :func:`configure_openblas` choose OpenBLAS's kernel."""
+    configure_openblas()
+    import faiss
+
+    return faiss
+
+
+@contextmanager
+def faiss_threads(threads: int | None):
+    """Run the body with ``faiss.omp_set_num_threads(threads)``, restoring the previous value after."""
+    if threads is None:
+        yield
+        return
+    faiss = import_faiss()
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def auto_factory(ntotal: int) -> str:
+    """The factory string ``index="auto"`` picks for ``ntotal`` points."""
+    if ntotal < AUTO_EXACT_BELOW:
+        return "Flat"
+    return f"IVF{round(4 * math.sqrt(ntotal))},Flat"
+
+
+def _reason(err: Exception) -> str:
+    """The last line of a (multi-line) faiss error, for a one-line message."""
+    lines = str(err).strip().splitlines()
+    line = lines[-1].rpartition("Error: ")[2].strip() if lines else ""
+    return line[:200] or "rejected by faiss"
+
+
+def _make(faiss: Any, factory: str, dim: int, metric: str) -> Any:
+    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    try:
+        return faiss.index_factory(dim, factory, faiss_metric)
+    except RuntimeError as err:
+        raise InputError(
+            f"`index` {factory!r} is not a valid faiss factory string for dim {dim}: {_reason(err)}"
+        ) from None
+
+
+def _train(faiss: Any, index: Any, points: np.ndarray, *, seed: int, train_size: int | None) -> None:
+    if index.is_trained:
+        return
+    ivf = _ivf(faiss, index)
+    if train_size is None:
+        train_size = max(TRAIN_POINTS_PER_CENTROID * (ivf.nlist if ivf is not None else 256), 10_000)
+    n = points.shape[0]
+    if train_size < n:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=train_size, replace=False))
+        sample = points[rows]
+    else:
+        sample = points
+    try:
+        index.train(sample)
+    except RuntimeError as err:
+        raise InputError(f"`index` could not be trained on {sample.shape[0]} points: {_reason(err)}") from None
+
+
+def _ivf(faiss: Any, index: Any) -> Any | None:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _hnsw(faiss: Any, index: Any) -> Any | None:
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+    return inner if hasattr(inner, "hnsw") else None
+
+
+class FaissIndex(NeighborIndex):
+    """A FAISS index built from a factory string. See :mod:`robustlabels.neighbors.base` for conventions.
+
+    Attributes: ``factory`` (the string used), ``index`` (the faiss object), ``nprobe`` / ``ef_search``
+    (``None`` when the index has no such parameter).
+    """
+
+    backend = "faiss"
+
+    def __init__(
+        self,
+        features: Any,
+        *,
+        metric: str,
+        index: str = "auto",
+        threads: int | None = None,
+        block_size: int | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        seed: int = 0,
+        train_size: int | None = None,
+    ) -> None:
+        points = prepare(to_numpy(features, name="features"), metric)
+        super().__init__(points, metric=metric, block_size=block_size or DEFAULT_BLOCK_SIZE)
+        faiss = import_faiss()
+        self.threads = threads
+        self.factory = auto_factory(self.ntotal) if index == "auto" else str(index)
+        self.index = _make(faiss, self.factory, self.dim, metric)
+        with faiss_threads(threads):
+            _train(faiss, self.index, points, seed=seed, train_size=train_size)
+            self.index.add(points)
+        ivf, self._hnsw_index = _ivf(faiss, self.index), _hnsw(faiss, self.index)
+        self.nprobe = None
+        if ivf is not None:
+            self.nprobe = min(ivf.nlist, nprobe or max(16, ivf.nlist // 8))
+            ivf.nprobe = self.nprobe
+        self.ef_search = (ef_search or 128) if self._hnsw_index is not None else None
+
+    def _prepare_queries(self, queries: Any) -> np.ndarray:
+        return prepare(to_numpy(queries, name="queries"), self.metric)
+
+    def _search_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._hnsw_index is not None:
+            self._hnsw_index.hnsw.efSearch = max(self.ef_search, 2 * k)
+        with faiss_threads(self.threads):
+            distances, indices = self.index.search(queries, k)
+        return distances.astype(np.float32, copy=False), indices.astype(np.int64, copy=False)
+
+
+def build_faiss(features: Any, *, metric: str, **options: Any) -> FaissIndex:
+    """Validate ``features`` and return a :class:`FaissIndex`."""
+    features = as_array_like(features, name="features")
+    check_shape(features, name="features")
+    check_finite(features, name="features")
+    return FaissIndex(features, metric=metric, **options)
