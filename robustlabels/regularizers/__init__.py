@@ -2,5 +2,6 @@
 
 from robustlabels.regularizers.base import REGULARIZERS, Regularizer
 from robustlabels.regularizers.elr import ELR
+from robustlabels.regularizers.neighbor_consistency import NeighborConsistency
 
-__all__ = ["ELR", "REGULARIZERS", "Regularizer"]
+__all__ = ["ELR", "REGULARIZERS", "NeighborConsistency", "Regularizer"]
