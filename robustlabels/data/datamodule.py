@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from robustlabels.data.augment import normalize, random_crop, random_hflip
 from robustlabels.errors import InputError, check_interval
-from robustlabels.noise import NoiseModel, NoisyLabels
+from robustlabels.noise import NoiseModel, NoisyLabels, NoNoise
 from robustlabels.types import Batch
 
 Augment = Literal["default", "none", "crop", "crop_flip"]
@@ -207,8 +207,6 @@ class NoisyLabelDataModule(pl.LightningDataModule):
 
     def apply_noise(self, inputs: np.ndarray, clean: np.ndarray) -> NoisyLabels:
         """Draw the noisy training labels once (features for instance-dependent noise: raw inputs)."""
-        from robustlabels.noise import NoNoise
-
         noise = self.noise if self.noise is not None else NoNoise()
         features = inputs.reshape(len(inputs), -1)
         return noise.apply(clean.astype(np.int64), num_classes=self.num_classes, seed=self.noise_seed,

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustlabels.distributed import gather_rows
 from robustlabels.errors import InputError, check_interval
 from robustlabels.regularizers.base import REGULARIZERS, Regularizer
 from robustlabels.types import Batch, Forward
@@ -148,8 +149,6 @@ class NeighborConsistency(Regularizer):
     @torch.no_grad()
     def update_bank(self, index: Tensor, features: Tensor, logits: Tensor) -> None:
         """Store the batch's unit-norm features and ``softmax(z / T)`` in the bank rows ``index``."""
-        from robustlabels.distributed import gather_rows
-
         v = F.normalize(features.detach().float(), dim=1, eps=1e-6)
         if self.bank_features.shape[1] != v.shape[1]:
             self.bank_features = torch.zeros(self.num_samples, v.shape[1], device=v.device)
