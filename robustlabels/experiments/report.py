@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from robustlabels.experiments.runner import Cell, Suite, metrics_path, repo_root
+from robustlabels.experiments.runner import failed_path, metrics_path, read_config
+from robustlabels.experiments.suite import Cell, Suite, repo_root
 from robustlabels.io import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ("dataset", "noise", "rate", "realized_rate", "strategy", "seed", "best_test_acc", "final_test_acc",
@@ -60,9 +59,8 @@ def read_result(out: Path, cell: Cell) -> CellResult | None:
     noise_file = path.with_name("noise.json")
     noise = json.loads(noise_file.read_text(encoding="utf-8")) if noise_file.is_file() else {}
     realized = noise.get("realized_rate_train", summary.get("final_noise_rate"))
-    config_file = out / cell.path / "config.yaml"
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    fake = bool(((config or {}).get("data") or {}).get("init_args", {}).get("fake", False))
+    config = read_config(out, cell) or {}
+    fake = bool((config.get("data") or {}).get("init_args", {}).get("fake", False))
     return CellResult(cell, summary, payload.get("history", []), realized, fake)
 
 
@@ -71,7 +69,7 @@ def collect(cells: Sequence[Cell], out: Path) -> Collected:
     results, failed, missing = [], [], []
     for cell in cells:
         result = read_result(out, cell)
-        failure = out / cell.path / "failed.json"
+        failure = failed_path(out, cell)
         if result is not None:
             results.append(result)
         elif failure.is_file():

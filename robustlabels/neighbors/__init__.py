@@ -6,6 +6,7 @@ Example::
 
     index = build(features, metric="cosine")               # exact "Flat" below 100k points, IVF above
     distances, indices = index.search(None, 10, exclude_self=True)
+    index = build(features, backend="torch", index="IVF1000", nprobe=8)   # BLAS-batched IVF, CPU or CUDA
 
 Conventions: ``metric="l2"`` returns squared Euclidean distances (ascending, as FAISS does); ``"ip"`` and
 ``"cosine"`` return similarities (descending); cosine L2-normalises features and queries first. Searches return
@@ -14,7 +15,8 @@ faiss; the FAISS backend imports it on first use, after choosing OpenBLAS's kern
 (:func:`robustlabels.neighbors._blas.configure_openblas`; set ``OPENBLAS_CORETYPE=SkylakeX`` yourself on
 AVX-512 machines whose environment pins another kernel).
 
-Tested in ``tests/neighbors/test_neighbors.py`` (FAISS and scikit-learn against the exact torch oracle).
+Tested in ``tests/neighbors/test_neighbors.py`` (FAISS and scikit-learn against the exact torch oracle) and
+``tests/neighbors/test_torch_ivf.py`` (the torch IVF index against the same oracle).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def build(
     ef_search: int | None = None,
     seed: int = 0,
     memory_budget: int | None = None,
+    copy: bool = True,
 ) -> NeighborIndex:
     """Build a k-NN index over ``features``.
 
@@ -49,14 +52,20 @@ def build(
             (except for cosine, which normalises). A CUDA tensor with ``backend="torch"`` searches on the GPU.
         metric: ``"cosine"``, ``"ip"`` or ``"l2"`` (see the module docstring for what distances mean).
         index: a ``faiss.index_factory`` string (``"Flat"``, ``"IVF256,Flat"``, ``"HNSW32"``, ``"IVF256,PQ16"``)
-            or ``"auto"``. The torch and scikit-learn backends are exact and accept only ``"auto"``/``"Flat"``.
+            or ``"auto"``. The torch backend accepts ``"auto"``/``"Flat"`` (exact) and ``"IVF{n}"`` /
+            ``"IVF{n},Flat"`` (approximate, :mod:`robustlabels.neighbors.torch_ivf`); scikit-learn is exact
+            only (``"auto"``/``"Flat"``).
         backend: ``"faiss"``, ``"torch"`` or ``"sklearn"``.
         threads: CPU threads for building and searching (restored afterwards); ``None`` leaves them alone.
         block_size: queries per search block; ``None`` picks a backend default (torch: from ``memory_budget``).
-        nprobe: IVF cells visited per query (faiss; default ``max(16, nlist // 8)``).
+        nprobe: IVF lists visited per query (faiss and torch IVF; default ``max(16, nlist // 8)``).
         ef_search: HNSW search breadth (faiss; default ``max(128, 2 k)``).
-        seed: seed of the training sample for indexes that need training (faiss IVF/PQ).
-        memory_budget: bytes for one block's ``(block, N)`` score matrix (torch; default 256 MiB).
+        seed: seed of the training sample for indexes that need training (faiss IVF/PQ, torch IVF k-means).
+        memory_budget: bytes of working memory per query block (torch: the exact index's ``(block, N)``
+            score matrix, or the IVF index's per-query buffers; default 256 MiB).
+        copy: with ``metric="cosine"``, ``False`` lets the index normalise ``features`` in place (the caller's
+            float32 array or tensor is overwritten) instead of keeping a normalised copy. Input that must be
+            converted (another dtype or layout) is normalised in its private copy either way.
 
     Returns:
         A :class:`NeighborIndex` with ``search(queries, k, *, exclude_self=False) -> (distances, indices)``,
@@ -69,15 +78,18 @@ def build(
 
         return build_faiss(
             features, metric=metric, index=index, threads=threads, block_size=block_size,
-            nprobe=nprobe, ef_search=ef_search, seed=seed,
+            nprobe=nprobe, ef_search=ef_search, seed=seed, copy=copy,
         )  # fmt: skip
-    if index not in _EXACT:
-        raise InputError(f"`index` must be 'auto' or 'Flat' with backend={backend!r} (exact only); got {index!r}")
     if backend == "torch":
         from robustlabels.neighbors.torch_index import DEFAULT_MEMORY_BUDGET, build_torch
 
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-        return build_torch(features, metric=metric, threads=threads, block_size=block_size, memory_budget=budget)
+        return build_torch(
+            features, metric=metric, index=index, threads=threads, block_size=block_size, memory_budget=budget,
+            nprobe=nprobe, seed=seed, copy=copy,
+        )  # fmt: skip
+    if index not in _EXACT:
+        raise InputError(f"`index` must be 'auto' or 'Flat' with backend={backend!r} (exact only); got {index!r}")
     from robustlabels.neighbors.sklearn_index import build_sklearn
 
-    return build_sklearn(features, metric=metric, threads=threads, block_size=block_size)
+    return build_sklearn(features, metric=metric, threads=threads, block_size=block_size, copy=copy)

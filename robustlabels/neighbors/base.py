@@ -13,6 +13,7 @@ Searches return ``distances`` of shape ``(Q, k)`` float32 and ``indices`` of sha
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -76,15 +77,37 @@ def check_shape(x: Any, *, name: str, dim: int | None = None) -> None:
         raise InputError(f"`{name}` is empty (shape {tuple(x.shape)}); cannot build an index")
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Return a float32 copy of ``x`` with unit-L2 rows (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, np.float32(1e-12))).astype(np.float32, copy=False)
+def normalize_rows(x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``x`` (float32) with unit-L2 rows, zero rows staying zero, in ``out`` (which may be ``x``) or a new array.
+
+    The norms come from ``einsum``, so no ``(N, D)`` temporary is formed besides the result.
+    """
+    norms = np.sqrt(np.einsum("nd,nd->n", x, x))
+    return np.divide(x, np.maximum(norms, np.float32(1e-12))[:, None], out=out)
 
 
-def prepare(x: np.ndarray, metric: str) -> np.ndarray:
-    """Apply the metric's preprocessing: cosine normalises (a copy); ip and l2 return ``x`` itself."""
-    return normalize_rows(x) if metric == "cosine" else x
+def prepare(x: np.ndarray, metric: str, *, inplace: bool = False) -> np.ndarray:
+    """Apply the metric's preprocessing: cosine normalises (a copy, or ``x`` in place); ip and l2 return ``x``."""
+    if metric != "cosine":
+        return x
+    return normalize_rows(x, out=x if inplace else None)
+
+
+def prepared_array(x: Any, metric: str, *, name: str, copy: bool = True) -> np.ndarray:
+    """``x`` as float32 C-contiguous rows after the metric's preprocessing, with at most one copy of ``x``.
+
+    Cosine normalises in place when the conversion to float32 already made a private copy, or when
+    ``copy=False`` (the caller's float32 array is then overwritten); otherwise into one new array.
+    """
+    arr = to_numpy(x, name=name)
+    return prepare(arr, metric, inplace=not copy or not _shares_memory(arr, x))
+
+
+def _shares_memory(arr: np.ndarray, x: Any) -> bool:
+    """Whether ``arr`` may share memory with the caller's ``x`` (array or CPU tensor)."""
+    if is_tensor(x):
+        return x.device.type == "cpu" and np.may_share_memory(arr, x.detach().numpy())
+    return isinstance(x, np.ndarray) and np.may_share_memory(arr, x)
 
 
 def check_k(k: Any, ntotal: int, *, exclude_self: bool) -> int:
@@ -132,6 +155,21 @@ class NeighborIndex(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(ntotal={self.ntotal}, dim={self.dim}, metric={self.metric!r})"
 
+    def _indexed_blocks(self) -> Iterator[tuple[np.ndarray, Any]]:
+        """``(point ids, prepared block)`` pairs covering every indexed point once: ``search(None, k)``'s queries.
+
+        Blocks of ``block_size`` points in index order; an index that stores its points in another order may
+        yield them in that order instead (results are written back by id).
+        """
+        return self._blocks(self._points)
+
+    def _blocks(self, prepared: Any) -> Iterator[tuple[np.ndarray, Any]]:
+        """``(row ids, rows)`` of ``prepared`` in consecutive blocks of ``block_size`` rows."""
+        n = int(prepared.shape[0])
+        for start in range(0, n, self.block_size):
+            stop = min(start + self.block_size, n)
+            yield np.arange(start, stop), prepared[start:stop]
+
     @abstractmethod
     def _prepare_queries(self, queries: Any) -> Any:
         """Validate and metric-prepare user queries into the backend's array type."""
@@ -156,7 +194,7 @@ class NeighborIndex(ABC):
         """
         k = check_k(k, self.ntotal, exclude_self=exclude_self)
         if queries is None:
-            prepared = self._points
+            nq, blocks = self.ntotal, self._indexed_blocks()
         else:
             queries = as_array_like(queries, name="queries")
             check_shape(queries, name="queries", dim=self.dim)
@@ -166,14 +204,13 @@ class NeighborIndex(ABC):
                 )
             check_finite(queries, name="queries")
             prepared = self._prepare_queries(queries)
-        nq = int(prepared.shape[0])
+            nq, blocks = int(prepared.shape[0]), self._blocks(prepared)
         distances = np.empty((nq, k), dtype=np.float32)
         indices = np.empty((nq, k), dtype=np.int64)
         kk = k + 1 if exclude_self else k
-        for start in range(0, nq, self.block_size):
-            stop = min(start + self.block_size, nq)
-            d, i = self._search_block(prepared[start:stop], kk)
+        for ids, block in blocks:
+            d, i = self._search_block(block, kk)
             if exclude_self:
-                d, i = drop_self(d, i, np.arange(start, stop))
-            distances[start:stop], indices[start:stop] = d, i
+                d, i = drop_self(d, i, ids)
+            distances[ids], indices[ids] = d, i
         return distances, indices

@@ -2,8 +2,8 @@
 
 ``index="auto"`` is exact ``"Flat"`` below :data:`AUTO_EXACT_BELOW` points and ``"IVF{n},Flat"`` with
 ``n ~ 4 sqrt(N)`` above. Search defaults aim at recall@10 >= 0.95: ``nprobe = max(16, nlist // 8)`` for IVF
-indexes and ``efSearch = max(128, 2 k)`` for HNSW. float32 C-contiguous input reaches FAISS without a copy
-(cosine normalises, which is a copy by necessity).
+indexes and ``efSearch = max(128, 2 k)`` for HNSW. float32 C-contiguous input reaches FAISS without a copy;
+cosine normalises into one copy (or in place with ``copy=False``, or when converting the input already copied).
 
 faiss is imported lazily, after :func:`robustlabels.neighbors._blas.configure_openblas` has had its chance to
 pick OpenBLAS's kernel.
@@ -19,7 +19,7 @@ import numpy as np
 
 from robustlabels.errors import InputError
 from robustlabels.neighbors._blas import configure_openblas
-from robustlabels.neighbors.base import NeighborIndex, as_array_like, check_finite, check_shape, prepare, to_numpy
+from robustlabels.neighbors.base import NeighborIndex, as_array_like, check_finite, check_shape, prepared_array
 
 AUTO_EXACT_BELOW = 100_000
 DEFAULT_BLOCK_SIZE = 16_384
@@ -106,8 +106,9 @@ def _hnsw(faiss: Any, index: Any) -> Any | None:
 class FaissIndex(NeighborIndex):
     """A FAISS index built from a factory string. See :mod:`robustlabels.neighbors.base` for conventions.
 
-    Attributes: ``factory`` (the string used), ``index`` (the faiss object), ``nprobe`` / ``ef_search``
-    (``None`` when the index has no such parameter).
+    Attributes: ``factory`` (the string used), ``index`` (the faiss object; ``None`` for ``"Flat"``, which
+    searches the prepared points with ``faiss.knn``, the same BLAS search without a second copy of the
+    points inside an ``IndexFlat``), ``nprobe`` / ``ef_search`` (``None`` when the index has no such parameter).
     """
 
     backend = "faiss"
@@ -124,31 +125,42 @@ class FaissIndex(NeighborIndex):
         ef_search: int | None = None,
         seed: int = 0,
         train_size: int | None = None,
+        copy: bool = True,
     ) -> None:
-        points = prepare(to_numpy(features, name="features"), metric)
+        points = prepared_array(features, metric, name="features", copy=copy)
         super().__init__(points, metric=metric, block_size=block_size or DEFAULT_BLOCK_SIZE)
         faiss = import_faiss()
         self.threads = threads
         self.factory = auto_factory(self.ntotal) if index == "auto" else str(index)
+        self.index: Any = None
+        self._hnsw_index: Any = None
+        self.nprobe: int | None = None
+        self.ef_search: int | None = None
+        if self.factory == "Flat":
+            return
         self.index = _make(faiss, self.factory, self.dim, metric)
         with faiss_threads(threads):
             _train(faiss, self.index, points, seed=seed, train_size=train_size)
             self.index.add(points)
         ivf, self._hnsw_index = _ivf(faiss, self.index), _hnsw(faiss, self.index)
-        self.nprobe = None
         if ivf is not None:
             self.nprobe = min(ivf.nlist, nprobe or max(16, ivf.nlist // 8))
             ivf.nprobe = self.nprobe
         self.ef_search = (ef_search or 128) if self._hnsw_index is not None else None
 
     def _prepare_queries(self, queries: Any) -> np.ndarray:
-        return prepare(to_numpy(queries, name="queries"), self.metric)
+        return prepared_array(queries, self.metric, name="queries")
 
     def _search_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        faiss = import_faiss()
         if self._hnsw_index is not None:
-            self._hnsw_index.hnsw.efSearch = max(self.ef_search, 2 * k)
+            self._hnsw_index.hnsw.efSearch = max(self.ef_search or 128, 2 * k)
         with faiss_threads(self.threads):
-            distances, indices = self.index.search(queries, k)
+            if self.index is None:
+                metric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+                distances, indices = faiss.knn(queries, self._points, k, metric)
+            else:
+                distances, indices = self.index.search(queries, k)
         return distances.astype(np.float32, copy=False), indices.astype(np.int64, copy=False)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from robustlabels.neighbors.base import NeighborIndex, as_array_like, check_finite, check_shape, prepare, to_numpy
+from robustlabels.neighbors.base import NeighborIndex, as_array_like, check_finite, check_shape, prepared_array
 
 DEFAULT_BLOCK_SIZE = 4096
 
@@ -25,8 +25,16 @@ class SklearnIndex(NeighborIndex):
 
     backend = "sklearn"
 
-    def __init__(self, features: Any, *, metric: str, threads: int | None = None, block_size: int | None = None):
-        points = prepare(to_numpy(features, name="features"), metric)
+    def __init__(
+        self,
+        features: Any,
+        *,
+        metric: str,
+        threads: int | None = None,
+        block_size: int | None = None,
+        copy: bool = True,
+    ) -> None:
+        points = prepared_array(features, metric, name="features", copy=copy)
         super().__init__(points, metric=metric, block_size=block_size or DEFAULT_BLOCK_SIZE)
         self.threads = threads
         fitted = points
@@ -36,7 +44,7 @@ class SklearnIndex(NeighborIndex):
         self.nn = NearestNeighbors(algorithm="brute", metric="euclidean", n_jobs=threads).fit(fitted)
 
     def _prepare_queries(self, queries: Any) -> np.ndarray:
-        return prepare(to_numpy(queries, name="queries"), self.metric)
+        return prepared_array(queries, self.metric, name="queries")
 
     def _search_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         lifted = queries if self.metric == "l2" else np.hstack([queries, np.zeros((len(queries), 1), np.float32)])

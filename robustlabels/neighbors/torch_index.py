@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robustlabels.errors import InputError
 from robustlabels.neighbors.base import NeighborIndex, as_array_like, check_finite, check_shape, is_tensor
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
@@ -31,16 +32,20 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def _as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
+def as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
+    """``x`` as a float32 contiguous tensor on ``device`` (no copy when it already is one)."""
     t = x if is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     t = t.detach().to(dtype=torch.float32, device=device)
     return t.contiguous()
 
 
-def _prepare(x: torch.Tensor, metric: str) -> torch.Tensor:
-    if metric == "cosine":
-        return torch.nn.functional.normalize(x, dim=1, eps=1e-12)
-    return x
+def prepare_tensor(x: torch.Tensor, metric: str, *, inplace: bool = False) -> torch.Tensor:
+    """The metric's preprocessing: cosine L2-normalises rows (a copy, or ``x`` in place); ip and l2 return ``x``."""
+    if metric != "cosine":
+        return x
+    if inplace:
+        return x.div_(torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12))
+    return torch.nn.functional.normalize(x, dim=1, eps=1e-12)
 
 
 class TorchIndex(NeighborIndex):
@@ -56,8 +61,9 @@ class TorchIndex(NeighborIndex):
         threads: int | None = None,
         block_size: int | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        copy: bool = True,
     ) -> None:
-        points = _prepare(_as_tensor(features), metric)
+        points = prepare_tensor(as_tensor(features), metric, inplace=not copy)
         if block_size is None:  # one (block, N) float32 matrix (plus topk's copy) fits the budget
             block_size = max(1, int(memory_budget) // (8 * max(1, points.shape[0])))
         super().__init__(points, metric=metric, block_size=block_size)
@@ -70,7 +76,7 @@ class TorchIndex(NeighborIndex):
         return self._points.device
 
     def _prepare_queries(self, queries: Any) -> torch.Tensor:
-        return _prepare(_as_tensor(queries, self.device), self.metric)
+        return prepare_tensor(as_tensor(queries, self.device), self.metric)
 
     def _search_block(self, queries: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         with torch_threads(self.threads), torch.no_grad():
@@ -81,9 +87,20 @@ class TorchIndex(NeighborIndex):
         return values.cpu().numpy().astype(np.float32, copy=False), idx.cpu().numpy().astype(np.int64, copy=False)
 
 
-def build_torch(features: Any, *, metric: str, **options: Any) -> TorchIndex:
-    """Validate ``features`` and return a :class:`TorchIndex`."""
+def build_torch(
+    features: Any, *, metric: str, index: str = "auto", nprobe: int | None = None, seed: int = 0, **options: Any
+) -> NeighborIndex:
+    """Validate ``features`` and return a :class:`TorchIndex` (``"auto"``, ``"Flat"``) or a ``TorchIVFIndex``."""
+    from robustlabels.neighbors.torch_ivf import TorchIVFIndex, parse_ivf
+
+    nlist = None if index in ("auto", "Flat") else parse_ivf(index)
+    if index not in ("auto", "Flat") and nlist is None:
+        raise InputError(f"`index` must be 'auto', 'Flat', 'IVF{{n}}' or 'IVF{{n}},Flat' with backend='torch' "
+                         f"(other FAISS factory strings need backend='faiss'); got {index!r}")  # fmt: skip
     features = as_array_like(features, name="features")
     check_shape(features, name="features")
     check_finite(features, name="features")
-    return TorchIndex(features, metric=metric, **options)
+    if nlist is None:
+        return TorchIndex(features, metric=metric, **options)
+    options.pop("copy", None)  # the IVF index stores its own list-sorted copy either way
+    return TorchIVFIndex(features, metric=metric, nlist=nlist, nprobe=nprobe, seed=seed, **options)

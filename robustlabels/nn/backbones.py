@@ -32,6 +32,28 @@ class Backbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def linear_head(self) -> nn.Linear:
+        """The final ``nn.Linear`` (nested dropout reads its ``(C, D)`` weight to score every prefix)."""
+        return _check_linear(self.head, type(self).__name__)
+
+    def remove_head_bias(self) -> None:
+        """Re-create the linear head without a bias (nested dropout: a bias would leak at small ``k``)."""
+        self.head = _without_bias(self.linear_head())
+
+
+def _check_linear(head: nn.Module, owner: str) -> nn.Linear:
+    if not isinstance(head, nn.Linear):
+        raise InputError(f"nested dropout needs a linear head; the head of {owner} is a {type(head).__name__}")
+    return head
+
+
+def _without_bias(head: nn.Linear) -> nn.Linear:
+    """A freshly initialised bias-free ``nn.Linear`` of the same shape (``head`` itself if it has no bias)."""
+    if head.bias is None:
+        return head
+    w = head.weight
+    return nn.Linear(head.in_features, head.out_features, bias=False, device=w.device, dtype=w.dtype)
+
 
 BackboneFactory = Callable[..., Backbone]
 BACKBONES: Registry[BackboneFactory] = Registry("backbone")
@@ -158,6 +180,17 @@ class TimmBackbone(Backbone):
 
     def forward_head(self, features: Tensor) -> Tensor:
         return self.model.get_classifier()(features)
+
+    def linear_head(self) -> nn.Linear:
+        return _check_linear(self.model.get_classifier(), f"timm model {type(self.model).__name__}")
+
+    def remove_head_bias(self) -> None:
+        old = self.linear_head()
+        for name, module in self.model.named_modules():
+            if module is old:  # the classifier may sit deep (``head.fc``): replace it on its parent
+                parent_name, _, attr = name.rpartition(".")
+                setattr(self.model.get_submodule(parent_name), attr, _without_bias(old))
+                return
 
 
 def create_backbone(

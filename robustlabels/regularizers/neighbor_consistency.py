@@ -3,6 +3,7 @@ Labels", CVPR 2022; JAX re-implementation google-research/scenic ``projects/ncr/
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -11,8 +12,25 @@ from torch import Tensor
 
 from robustlabels.distributed import gather_rows
 from robustlabels.errors import InputError, check_interval
+from robustlabels.neighbors.torch_ivf import parse_ivf
 from robustlabels.regularizers.base import REGULARIZERS, Regularizer
 from robustlabels.types import Batch, Forward
+
+# The dataset pool's default bank index: exact below AUTO_EXACT_BELOW samples; above, a torch IVF (cluster-major,
+# BLAS-batched; robustlabels.neighbors.torch_ivf) with about sqrt(N) / 4 lists, nprobe = max(2, nlist // 16).
+# On penultimate features of small_cnn trained on Fashion-MNIST this keeps recall@10 >= 0.97 against exact
+# search at 20k and 54k samples, 5-8x faster than FAISS Flat (docs/benchmarks.md, "Neighbour consistency").
+AUTO_EXACT_BELOW = 4096
+
+
+def bank_index(index: str, num_samples: int, nprobe: int | None = None) -> tuple[str, int | None]:
+    """The torch index string and ``nprobe`` the dataset pool searches ``num_samples`` bank rows with."""
+    if index != "auto":
+        return index, nprobe
+    if num_samples < AUTO_EXACT_BELOW:
+        return "Flat", None
+    nlist = round(math.sqrt(num_samples) / 4)
+    return f"IVF{nlist}", nprobe or max(2, nlist // 16)
 
 
 def neighbor_weights(similarities: Tensor, gamma: float) -> Tensor:
@@ -58,10 +76,13 @@ class NeighborConsistency(Regularizer):
     - ``batch`` (the paper's): neighbours within the mini-batch. Gradients flow into ``z_i``, the neighbours'
       logits and the features, as in the official code (no stop-gradient). Under DDP the batch is gathered
       with gradients (``torch.distributed.nn.functional.all_gather``), so the pool is the global batch.
-    - ``dataset`` (**our extension, beyond the paper**): neighbours among the whole training set, from a
-      FAISS index over a memory bank of every sample's last features, rebuilt every ``refresh_every``
-      epochs. The neighbours' predictions come from the bank (``softmax(z_j / T)`` of their last visit), so
-      gradients flow into ``z_i`` only.
+    - ``dataset`` (**our extension, beyond the paper**): neighbours among the whole training set, searched
+      all-vs-all over a memory bank of every sample's last features every ``refresh_every`` epochs, with the
+      torch backend of :mod:`robustlabels.neighbors` on the bank's device (the GPU when training there). The
+      neighbours' predictions come from the bank (``softmax(z_j / T)`` of their last visit), so gradients
+      flow into ``z_i`` only. With ``index="auto"`` the search is exact below 4,096 samples and an IVF index
+      above (about ``sqrt(N) / 4`` k-means lists, ``nprobe = max(2, nlist // 16)``): approximate, recall@10
+      about 0.97-0.99 against exact search on trained features, 5-8x faster than exact FAISS search.
 
     Args:
         weight: α (``loss_weight`` in the official configs), default 0.3.
@@ -71,7 +92,9 @@ class NeighborConsistency(Regularizer):
         start_epoch: first epoch with the term (``starting_epoch`` e), default 10.
         pool: ``batch`` or ``dataset``.
         refresh_every: epochs between index rebuilds for the ``dataset`` pool.
-        index: FAISS factory string for the ``dataset`` pool's bank (``auto``: exact below 100k samples).
+        index: the ``dataset`` pool's bank index (torch backend): ``auto`` (above), ``Flat`` (exact) or
+            ``IVF{n}`` / ``IVF{n},Flat`` (``n`` k-means lists, seeded).
+        nprobe: lists visited per sample with an ``IVF`` index (``auto`` picks its own when ``None``).
 
     Reference: Iscen, Valmadre, Arnab & Schmid, CVPR 2022, Eq. (3)–(5).
     """
@@ -87,6 +110,7 @@ class NeighborConsistency(Regularizer):
         pool: Literal["batch", "dataset"] = "batch",
         refresh_every: int = 1,
         index: str = "auto",
+        nprobe: int | None = None,
     ) -> None:
         super().__init__()
         self.weight = check_interval("weight", weight, low=0.0, high=1.0)
@@ -95,8 +119,10 @@ class NeighborConsistency(Regularizer):
                              f"{refresh_every}")  # fmt: skip
         if pool not in ("batch", "dataset"):
             raise InputError(f"`pool` must be one of batch, dataset; got {pool!r}")
+        if index not in ("auto", "Flat") and parse_ivf(index) is None:
+            raise InputError(f"`index` must be 'auto', 'Flat', 'IVF{{n}}' or 'IVF{{n}},Flat'; got {index!r}")
         self.temperature, self.k, self.gamma, self.start_epoch = temperature, k, gamma, start_epoch
-        self.pool, self.refresh_every, self.index = pool, refresh_every, index
+        self.pool, self.refresh_every, self.index, self.nprobe = pool, refresh_every, index, nprobe
         self.active = start_epoch <= 0
         self.register_buffer("bank_features", torch.zeros(0, 0))  # (N, D) unit-norm, dataset pool only
         self.register_buffer("bank_probs", torch.zeros(0, 0))  # (N, C) softmax(z / T)
@@ -159,17 +185,24 @@ class NeighborConsistency(Regularizer):
 
     @torch.no_grad()
     def refresh_neighbors(self) -> None:
-        """All-vs-all cosine search over the bank with the FAISS core: ``(N, k)`` neighbours, self excluded."""
+        """All-vs-all cosine search over the bank (see :func:`bank_index`): ``(N, k)`` neighbours, self excluded.
+
+        An approximate index may find fewer than ``k`` neighbours for a sample; the missing ones (index
+        ``-1``) point at the sample itself with similarity 0, i.e. weight 0.
+        """
         from robustlabels.neighbors import build
 
         if self.bank_features.numel() == 0:
             return  # nothing seen yet (start_epoch 0): the first epoch runs without the term
-        index = build(self.bank_features.cpu().numpy(), metric="cosine", index=self.index)
-        k = min(self.k, self.num_samples - 1)
-        sims, nbrs = index.search(k=k, exclude_self=True)
+        index, nprobe = bank_index(self.index, self.num_samples, self.nprobe)
+        found = build(self.bank_features, metric="cosine", backend="torch", index=index, nprobe=nprobe)
+        found_sims, found_ids = found.search(k=min(self.k, self.num_samples - 1), exclude_self=True)
+        sims, nbrs = torch.from_numpy(found_sims), torch.from_numpy(found_ids)
+        missing = nbrs < 0
+        nbrs = torch.where(missing, torch.arange(len(nbrs)).unsqueeze(1), nbrs)
         device = self.bank_features.device
-        self.bank_similarities = torch.from_numpy(sims).to(device)
-        self.bank_neighbors = torch.from_numpy(nbrs).to(device)
+        self.bank_similarities = sims.masked_fill(missing, 0.0).to(device)
+        self.bank_neighbors = nbrs.to(device)
 
     def dataset_term(self, index: Tensor, logits: Tensor) -> Tensor:
         if self.bank_neighbors.numel() == 0:

@@ -2,7 +2,19 @@
 
 from robustlabels.strategies.adaptive_k import MKLSGD, AdaptiveK, TrimmedLoss
 from robustlabels.strategies.base import STRATEGIES, Strategy
+from robustlabels.strategies.co_teaching import CoTeaching
 from robustlabels.strategies.robust_losses import GCE, SCE
 from robustlabels.strategies.standard import CrossEntropy, Oracle
 
-__all__ = ["GCE", "MKLSGD", "SCE", "STRATEGIES", "AdaptiveK", "CrossEntropy", "Oracle", "Strategy", "TrimmedLoss"]
+__all__ = [
+    "GCE",
+    "MKLSGD",
+    "SCE",
+    "STRATEGIES",
+    "AdaptiveK",
+    "CoTeaching",
+    "CrossEntropy",
+    "Oracle",
+    "Strategy",
+    "TrimmedLoss",
+]

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from robustlabels.errors import InputError
-from robustlabels.experiments import report, runner
-from robustlabels.experiments.runner import Cell, build_config, deep_merge, grid, load_suite, run_overrides
+from robustlabels.experiments import cli, report, runner
+from robustlabels.experiments.configs import build_config, deep_merge, run_overrides
+from robustlabels.experiments.suite import Cell, grid, load_suite
 
 BASE = yaml.safe_load("""
 seed_everything: 123
@@ -141,6 +142,23 @@ def test_cifar10_suite_uses_elr_presets_per_setting() -> None:
     assert [n.final_test_acc for n in suite.paper] == [91.16, 89.15, 86.12, 73.86, 90.12]
 
 
+def test_cifar10_suite_runs_ncr_beside_elr_with_the_official_settings_per_noise_level() -> None:
+    from robustlabels.regularizers import NeighborConsistency
+
+    suite = load_suite("cifar10-gpu")
+    assert list(suite.strategies) == ["ce", "elr", "ncr_batch", "ncr_dataset"]  # the report's column order
+    k_and_start = {"symmetric-0.2": (10, 12), "symmetric-0.4": (100, 12), "symmetric-0.6": (100, 12),
+                   "symmetric-0.8": (5, 12), "asymmetric-0.4": (10, 9)}  # fmt: skip
+    for setting, (k, start) in k_and_start.items():
+        for strategy, pool in (("ncr_batch", {}), ("ncr_dataset", {"pool": "dataset"})):
+            config = build_config(suite, Cell("cifar10", setting, strategy, 0))
+            init_args = {"weight": 0.3, "temperature": 2.0, "k": k, "start_epoch": start, **pool}
+            assert config["model"]["regularizers"] == [{"class_path": "NeighborConsistency", "init_args": init_args}]
+            assert config["model"]["strategy"] == {"class_path": "CrossEntropy"}
+            assert NeighborConsistency(**init_args).pool == pool.get("pool", "batch")
+    assert build_config(suite, Cell("cifar10", "asymmetric-0.4", "ncr_batch", 0))["trainer"]["max_epochs"] == 120
+
+
 def test_threads_are_shared_between_parallel_cells() -> None:
     assert [runner.threads_per_job(jobs, cores=2) for jobs in (1, 2, 3)] == [2, 1, 1]
     assert runner.cell_env(3)["OMP_NUM_THREADS"] == runner.cell_env(3)["MKL_NUM_THREADS"] == "3"
@@ -210,7 +228,7 @@ def test_a_failed_cell_is_recorded_and_fail_fast_stops(tmp_path: Path, monkeypat
 
 
 def run_cli(*args: str) -> int:
-    return runner.main(list(args))
+    return cli.main(list(args))
 
 
 def test_smoke_suite_end_to_end_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,17 +14,11 @@ from robustlabels.neighbors import build
 from robustlabels.neighbors._blas import configure_openblas, cpu_flags
 from robustlabels.neighbors.base import drop_self
 
+from .synthetic import assert_same_neighbors, low_dim_data, recall
+
 faiss = pytest.importorskip("faiss")
 
 K = 10
-
-
-def low_dim_data(n: int = 2000, d: int = 32, intrinsic: int = 6, seed: int = 1338) -> np.ndarray:
-    """Seeded points near an ``intrinsic``-dimensional subspace (faiss SyntheticDataset style)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, intrinsic)) @ rng.standard_normal((intrinsic, d))
-    x += 0.1 * rng.standard_normal((n, d))
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +29,6 @@ def data() -> np.ndarray:
 @pytest.fixture(scope="module")
 def queries() -> np.ndarray:
     return low_dim_data(n=300, seed=1338)[:300] + np.float32(0.05)
-
-
-def assert_same_neighbors(distances, indices, ref_distances, ref_indices, *, rtol=1e-4) -> None:
-    """Distances close; indices equal wherever the reference distance is not tied with a neighbour in rank.
-
-    ``ref_*`` hold one extra column so a tie at rank k with rank k + 1 is seen too.
-    """
-    k = distances.shape[1]
-    tol = rtol * max(1.0, float(np.abs(ref_distances).max()))
-    np.testing.assert_allclose(distances, ref_distances[:, :k], rtol=0, atol=tol)
-    gaps = np.abs(np.diff(ref_distances, axis=1)) > 2 * tol  # (Q, k): gap between rank j and j + 1
-    untied = gaps[:, :k].copy()
-    untied[:, 1:] &= gaps[:, : k - 1]
-    assert untied.mean() > 0.5  # the comparison is not vacuous
-    np.testing.assert_array_equal(indices[untied], ref_indices[:, :k][untied])
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
@@ -72,11 +51,6 @@ def test_exact_backends_match_torch_oracle(data, queries, metric, backend) -> No
 def test_cosine_returns_similarities(data) -> None:
     distances, _ = build(data, metric="cosine", backend="faiss").search(None, 1)
     np.testing.assert_allclose(distances[:, 0], 1.0, atol=1e-5)  # each point is its own best match
-
-
-def recall(indices: np.ndarray, ref_indices: np.ndarray) -> float:
-    hits = sum(len(set(a) & set(b)) for a, b in zip(indices, ref_indices, strict=True))
-    return hits / ref_indices.size
 
 
 @pytest.mark.parametrize("factory", ["IVF32,Flat", "HNSW16"])
@@ -151,6 +125,19 @@ def test_float32_contiguous_input_is_not_copied(data) -> None:
         assert np.shares_memory(index._points, data)
     assert not np.shares_memory(build(data, metric="cosine")._points, data)  # normalising must copy
     assert not np.shares_memory(build(data.astype(np.float64), metric="l2")._points, data)
+    assert build(data, metric="l2", index="Flat").index is None  # faiss.knn on the points: no IndexFlat copy
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch", "sklearn"])
+def test_cosine_with_copy_false_normalises_in_place(data, backend) -> None:
+    ref = build(data, metric="cosine", backend=backend).search(None, K)
+    own = data.copy()
+    index = build(torch.from_numpy(own) if backend == "torch" else own, metric="cosine", backend=backend, copy=False)
+    assert np.shares_memory(np.asarray(index._points), own)
+    np.testing.assert_allclose(np.linalg.norm(own, axis=1), 1.0, rtol=1e-5)
+    distances, indices = index.search(None, K)
+    np.testing.assert_array_equal(indices, ref[1])
+    np.testing.assert_allclose(distances, ref[0], rtol=1e-5)
 
 
 def test_accepts_tensors(data) -> None:

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from robustlabels.errors import InputError
 from robustlabels.regularizers import NeighborConsistency
-from robustlabels.regularizers.neighbor_consistency import batch_neighbors, ncr_term, neighbor_weights
+from robustlabels.regularizers.neighbor_consistency import bank_index, batch_neighbors, ncr_term, neighbor_weights
 from robustlabels.types import Batch, Forward
 
 # 4 samples in 2-D: 0 and 1 point the same way, 2 is 60° from 0, 3 points away from everything.
@@ -80,14 +81,15 @@ def test_hard_switch_at_start_epoch() -> None:
     assert reg(batch(), Forward((FEATURES,), (LOGITS,))).item() > 0.0 and reg.base_loss_scale == 0.7
 
 
-def dataset_pool(start_epoch: int = 1) -> NeighborConsistency:
-    reg = NeighborConsistency(k=2, start_epoch=start_epoch, pool="dataset")
+def dataset_pool(start_epoch: int = 1, index: str = "auto") -> NeighborConsistency:
+    reg = NeighborConsistency(k=2, start_epoch=start_epoch, pool="dataset", index=index, nprobe=2)
     reg.setup(num_samples=4, num_classes=2)
     return reg
 
 
-def test_dataset_pool_bank_is_index_aligned_and_neighbours_come_from_faiss() -> None:
-    reg = dataset_pool()
+@pytest.mark.parametrize("index", ["auto", "IVF2"])  # 4 samples: "auto" is exact; IVF2 with both lists probed
+def test_dataset_pool_bank_is_index_aligned_and_neighbours_come_from_the_index(index: str) -> None:
+    reg = dataset_pool(index=index)
     reg.on_train_epoch_start(0)
     order = torch.tensor([2, 0, 3, 1])
     shuffled = Batch(FEATURES[order], torch.zeros(4).long(), order, torch.zeros(4).long())
@@ -95,16 +97,18 @@ def test_dataset_pool_bank_is_index_aligned_and_neighbours_come_from_faiss() -> 
     assert torch.allclose(reg.bank_features, torch.nn.functional.normalize(FEATURES, dim=1))
     assert torch.allclose(reg.bank_probs, torch.softmax(LOGITS / 2.0, dim=1))
     reg.on_train_epoch_start(1)
-    _, exact = batch_neighbors(FEATURES, 2)
-    assert reg.bank_neighbors[:, 0].tolist() == exact[:, 0].tolist()
+    sims, exact = batch_neighbors(FEATURES, 2)
+    assert torch.allclose(reg.bank_similarities[:, 0], sims[:, 0])
+    assert reg.bank_neighbors[[0, 1, 3], 0].tolist() == exact[[0, 1, 3], 0].tolist()  # 2 ties between 0 and 1
     assert reg(batch(), Forward((FEATURES,), (LOGITS,))).item() > 0.0
 
 
-def test_dataset_pool_bank_survives_a_state_dict_round_trip() -> None:
-    reg = dataset_pool()
+@pytest.mark.parametrize("index", ["auto", "IVF2"])
+def test_dataset_pool_bank_survives_a_state_dict_round_trip(index: str) -> None:
+    reg = dataset_pool(index=index)
     reg.on_train_epoch_start(0)
     reg(batch(), Forward((FEATURES,), (LOGITS,)))
-    restored = dataset_pool()
+    restored = dataset_pool(index=index)
     restored.load_state_dict(copy.deepcopy(reg.state_dict()))
     assert torch.equal(restored.bank_features, reg.bank_features) and torch.equal(restored.bank_probs, reg.bank_probs)
     for part in (reg, restored):
@@ -112,3 +116,36 @@ def test_dataset_pool_bank_survives_a_state_dict_round_trip() -> None:
     assert torch.equal(restored.bank_neighbors, reg.bank_neighbors)
     out = Forward((FEATURES,), (LOGITS,))
     assert torch.equal(restored(batch(), out), reg(batch(), out))
+
+
+def test_auto_bank_index_is_exact_for_small_banks_and_ivf_above() -> None:
+    assert bank_index("auto", 4095) == ("Flat", None)
+    assert bank_index("auto", 20_000) == ("IVF35", 2)
+    assert bank_index("auto", 1_000_000) == ("IVF250", 15)
+    assert bank_index("IVF64", 20_000, 4) == ("IVF64", 4)
+    with pytest.raises(InputError, match=r"`index` must be 'auto', 'Flat', .* got 'HNSW32'"):
+        NeighborConsistency(pool="dataset", index="HNSW32")
+
+
+def test_dataset_pool_ivf_recall_and_refresh_every() -> None:
+    """A 5,000-sample bank goes through the IVF index: recall against exact search, refreshed every 2 epochs."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 20, (5000,), generator=gen)
+    features = 3 * torch.randn(20, 32, generator=gen)[labels] + torch.randn(5000, 32, generator=gen)
+    logits = torch.randn(5000, 3, generator=gen)
+    reg = NeighborConsistency(k=10, start_epoch=0, pool="dataset", refresh_every=2)
+    reg.setup(num_samples=5000, num_classes=3)
+    reg.on_train_epoch_start(0)  # empty bank: nothing to search yet
+    for rows in torch.randperm(5000, generator=gen).split(500):
+        reg.update_bank(rows, features[rows], logits[rows])
+    reg.on_train_epoch_start(1)  # no neighbour lists yet: built now although epoch 1 is not due
+    _, exact = batch_neighbors(features, 10)
+    hits = (reg.bank_neighbors.unsqueeze(2) == exact.unsqueeze(1)).any(2).float().mean()
+    assert hits >= 0.9
+    assert (reg.bank_neighbors != torch.arange(5000).unsqueeze(1)).all()
+    before = reg.bank_neighbors.clone()
+    reg.update_bank(torch.arange(5000), features.flip(0), logits)  # every row changes
+    reg.on_train_epoch_start(3)  # (3 - 0) % 2 != 0: not due
+    assert torch.equal(reg.bank_neighbors, before)
+    reg.on_train_epoch_start(4)
+    assert not torch.equal(reg.bank_neighbors, before)

@@ -1,0 +1,265 @@
+"""``python -m robustlabels.audit``: rank the likely label errors in a labelled dataset and explain them.
+
+Examples::
+
+    python -m robustlabels.audit --dataset fashion_mnist --split test --method confident_learning --out runs/audit
+    python -m robustlabels.audit --data my_images/ --method all --out runs/audit_mine
+    python -m robustlabels.audit --data reviews.csv --text-column body --label-column stars --method knn --out a
+    python -m robustlabels.audit --data feats.npy --labels labels.npy --pred-probs probs.npy --out b
+
+Writes ``issues.csv``, ``summary.json`` and ``report.html`` (plus ``pred_probs.npy`` when confident learning
+computed out-of-sample probabilities) into ``--out``; refuses to overwrite them without ``--force``.
+Bad input gets one ``error:`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustlabels.audit import inputs
+from robustlabels.audit.types import AuditData, MethodResult
+from robustlabels.errors import InputError
+
+METHODS = ("confident_learning", "knn", "dynamics")
+OUTPUT_NAMES = ("issues.csv", "summary.json", "report.html")
+STAGES = {"dynamics": "one training run", "knn": "kNN votes (SimiFeat)",
+          "confident_learning": "cleanlab on out-of-sample probabilities (K-fold training unless --pred-probs)"}
+
+
+def parser() -> argparse.ArgumentParser:
+    from robustlabels.audit.confident import FILTER_BY, RANK_BY
+
+    p = argparse.ArgumentParser(prog="python -m robustlabels.audit", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="a known dataset: digits, mnist, fashion_mnist, cifar10, cifar100, "
+                                          "noisy_agnews")  # fmt: skip
+    source.add_argument("--data", metavar="FILE_OR_FOLDER", help="image .npz (images, labels), image folder "
+                        "(<class>/<image>), text .csv/.jsonl[.gz], or features .npy (with --labels)")  # fmt: skip
+    p.add_argument("--split", default="train", choices=("train", "test"), help="split of --dataset")
+    p.add_argument("--root", help="folder holding --dataset in an upstream layout")
+    p.add_argument("--labels", metavar="FILE", help="labels to audit instead of the data's own: .npy, .csv, "
+                   "or FILE.npz:KEY (e.g. cifar10n_labels.npz:worse_label)")  # fmt: skip
+    p.add_argument("--clean-labels", metavar="FILE", help="true labels, for scoring only (same formats); "
+                   "'original': the dataset's own labels, when --labels replaces them")  # fmt: skip
+    p.add_argument("--pred-probs", metavar="FILE", help="your out-of-sample (N, C) probabilities, .npy")
+    p.add_argument("--features", metavar="FILE", help="your (N, D) features for the knn method, .npy")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--method", default="confident_learning",
+                   help="confident_learning, knn, dynamics, ensemble (all three, rank-averaged), all, or a "
+                        "comma-separated list; with several, the ranking is their ensemble")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite the outputs in --out")
+    p.add_argument("--format", default="text", choices=("text", "json"), help="what to print at the end")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads for training and neighbour search")
+    cl = p.add_argument_group("confident_learning")
+    cl.add_argument("--folds", type=int, default=5, help="K of the stratified K-fold (default 5)")
+    cl.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTER_BY)
+    cl.add_argument("--rank-by", default="self_confidence", choices=RANK_BY)
+    cl.add_argument("--low-memory", action="store_true", help="cleanlab's batched path (automatic above 2M)")
+    train = p.add_argument_group("training (confident_learning folds, dynamics, image features)")
+    train.add_argument("--fit-config", metavar="YAML", help="a fit config (model, optimizer, trainer) to train "
+                       "with; default: configs/audit/{cnn,mlp}_{ce,elr}.yaml by input kind")  # fmt: skip
+    train.add_argument("--epochs", type=int, help="override trainer.max_epochs")
+    knn = p.add_argument_group("knn (SimiFeat)")
+    knn.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    knn.add_argument("--rule", default="mv", choices=("mv", "rank"), help="SimiFeat's flagging rule")
+    knn.add_argument("--rounds", type=int, default=21)
+    knn.add_argument("--index", default="auto", help="neighbour index: auto, Flat, IVF{n}, HNSW{M}, ...")
+    return p
+
+
+def parse_methods(text: str) -> tuple[list[str], bool]:
+    """``(base methods, with ensemble)`` from ``--method``."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in (*METHODS, "ensemble", "all")]
+    if unknown or not names:
+        raise InputError(f"--method: unknown method {(unknown or [text])[0]!r}; choose from "
+                         f"{', '.join((*METHODS, 'ensemble', 'all'))}")  # fmt: skip
+    if "all" in names or "ensemble" in names:
+        return list(METHODS), True
+    base = list(dict.fromkeys(names))
+    return base, len(base) > 1
+
+
+def load(args: argparse.Namespace) -> AuditData:
+    """The audited data with every optional file applied and checked."""
+    if args.dataset:
+        data = inputs.from_dataset(args.dataset, split=args.split, root=args.root)
+    else:
+        data = inputs.from_path(args.data, text_column=args.text_column, label_column=args.label_column,
+                                labels_given=args.labels is not None)  # fmt: skip
+    clean = args.clean_labels
+    if clean == "original":
+        if not (args.dataset and args.labels):
+            raise InputError("--clean-labels original needs --dataset and --labels (labels replacing the dataset's)")
+        data.clean_labels, clean = data.labels.copy(), None
+    return inputs.finish(data, labels=args.labels, clean_labels=clean, pred_probs=args.pred_probs,
+                         features=args.features)  # fmt: skip
+
+
+def model_inputs(data: AuditData) -> np.ndarray:
+    """What a model trains on: images, else features, else (text) sentence embeddings."""
+    if data.images is not None:
+        return data.images
+    if data.features is None and data.texts is not None:
+        from robustlabels.features.text import encode_texts
+
+        print(f"embedding {len(data.texts)} texts with all-MiniLM-L6-v2 (cached after the first time) ...")
+        data.features = encode_texts(data.texts)
+    if data.features is None:
+        raise InputError("nothing to train on: give images, texts or --features")
+    return data.features
+
+
+class Audit:
+    """Runs the requested methods on one :class:`AuditData`, sharing what they can (one trained model)."""
+
+    def __init__(self, data: AuditData, args: argparse.Namespace) -> None:
+        self.data, self.args = data, args
+        self.out = Path(args.out)
+        self.timings: dict[str, float] = {}
+        self.dynamics_features: np.ndarray | None = None
+
+    def config(self, method: str) -> dict[str, Any]:
+        from robustlabels.audit.training import default_fit_config, load_fit_config
+
+        return load_fit_config(self.args.fit_config or default_fit_config(model_inputs(self.data), method))
+
+    def confident_learning(self) -> MethodResult:
+        from robustlabels.audit.confident import confident_learning, cross_val_pred_probs
+        from robustlabels.io import atomic_save_npy
+
+        data, args = self.data, self.args
+        if data.pred_probs is None:
+            start = time.perf_counter()
+            data.pred_probs = cross_val_pred_probs(model_inputs(data), data.labels, num_classes=data.num_classes,
+                                                   config=self.config("confident_learning"), folds=args.folds,
+                                                   seed=args.seed, root_dir=self.out / "folds",
+                                                   epochs=args.epochs)  # fmt: skip
+            self.timings["cross_val_pred_probs"] = time.perf_counter() - start
+            atomic_save_npy(self.out / "pred_probs.npy", data.pred_probs)
+        result = confident_learning(data.labels, data.pred_probs, filter_by=args.filter_by, rank_by=args.rank_by,
+                                    low_memory=args.low_memory or None)  # fmt: skip
+        result.params["folds"] = None if args.pred_probs else args.folds
+        return result
+
+    def dynamics(self) -> MethodResult:
+        from robustlabels.audit.dynamics import training_dynamics
+
+        result, _, features = training_dynamics(model_inputs(self.data), self.data.labels,
+                                                num_classes=self.data.num_classes, config=self.config("dynamics"),
+                                                seed=self.args.seed, root_dir=self.out / "dynamics",
+                                                epochs=self.args.epochs)  # fmt: skip
+        self.dynamics_features = features
+        return result
+
+    def knn_features(self) -> tuple[np.ndarray, str]:
+        """The user's features, else text embeddings, else a trained model's penultimate image features."""
+        data = self.data
+        if data.features is not None or data.images is None:
+            what = "given features" if self.args.features or data.texts is None else "all-MiniLM-L6-v2 embeddings"
+            return model_inputs(data), what
+        if self.dynamics_features is None:
+            from robustlabels.audit.training import fit_arrays, predict
+
+            start = time.perf_counter()
+            rows = np.arange(len(data))
+            module, _, dm = fit_arrays(self.config("knn"), data.images, data.labels, num_classes=data.num_classes,
+                                       train_rows=rows, heldout_rows=rows[:0], seed=self.args.seed,
+                                       root_dir=self.out / "features", epochs=self.args.epochs)  # fmt: skip
+            self.dynamics_features = predict(module, dm, data.images, rows)[1]
+            self.timings["feature_model"] = time.perf_counter() - start
+        return self.dynamics_features, "penultimate features of a model trained with fit"
+
+    def knn(self) -> MethodResult:
+        from robustlabels.audit.simifeat import simifeat
+
+        features, what = self.knn_features()
+        result = simifeat(features, self.data.labels, num_classes=self.data.num_classes, k=self.args.k,
+                          rule=self.args.rule, rounds=self.args.rounds, seed=self.args.seed, index=self.args.index,
+                          threads=self.args.threads)  # fmt: skip
+        result.params["features"] = what
+        return result
+
+    def run(self, methods: list[str], with_ensemble: bool) -> tuple[list[MethodResult], MethodResult]:
+        order = [m for m in ("dynamics", "confident_learning", "knn") if m in methods]  # knn reuses dynamics' model
+        results = []
+        for name in order:
+            print(f"[audit] {name}: {STAGES[name]} on {len(self.data)} examples ...", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            results.append(getattr(self, name)())
+            self.timings[name] = time.perf_counter() - start
+            print(f"[audit] {name}: done in {self.timings[name]:.0f} s", file=sys.stderr, flush=True)
+        if not with_ensemble:
+            return results, results[0]
+        from robustlabels.audit.ensemble import ensemble
+
+        final = ensemble(results, self.data.labels, self.data.num_classes)
+        return results, final
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse early (before any training) to overwrite a previous audit's outputs."""
+    existing = [name for name in OUTPUT_NAMES if (out / name).exists()]
+    if existing and not force:
+        raise InputError(f"--out {str(out)!r} already holds {existing[0]}; pass --force to overwrite")
+
+
+def summary_line(summary: dict[str, Any]) -> dict[str, Any]:
+    """The short machine-readable summary printed by ``--format json``."""
+    final = summary["final"]
+    short = {k: summary[k] for k in ("num_examples", "num_flagged", "noise_rate", "out")}
+    short["methods"] = [m["name"] for m in summary["methods"]]
+    short["ranking"] = final["name"]
+    for key in ("flag_metrics", "precision_at_k"):
+        if key in final:
+            short[key] = final[key]
+    return short
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        out = Path(args.out)
+        check_out(out, args.force)
+        start = time.perf_counter()
+        data = load(args)
+        methods, with_ensemble = parse_methods(args.method)
+        out.mkdir(parents=True, exist_ok=True)
+        audit = Audit(data, args)
+        results, final = audit.run(methods, with_ensemble)
+        audit.timings["total"] = time.perf_counter() - start
+        from robustlabels.audit.report import write_audit
+
+        extra = {"command": shlex.join([sys.executable, "-m", "robustlabels.audit", *(argv or sys.argv[1:])]),
+                 "timings_seconds": {k: round(v, 3) for k, v in audit.timings.items()}, "out": str(out)}  # fmt: skip
+        summary = write_audit(out, data, results, final, extra=extra, force=True)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(summary_line(summary), default=float))
+    else:
+        print(f"\naudited {len(data)} examples with {', '.join(r.method for r in results)}: "
+              f"{int(final.flagged.sum())} flagged, estimated noise rate {final.noise_rate:.2%}")  # fmt: skip
+        if "flag_metrics" in summary["final"]:
+            m = summary["final"]["flag_metrics"]
+            print(f"against the clean labels: precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
+                  f"F1 {m['f1']:.3f} ({m['num_errors']} wrong labels)")  # fmt: skip
+        print(f"wrote {out / 'issues.csv'}, {out / 'summary.json'}, {out / 'report.html'}")
+    return 0

@@ -1,0 +1,242 @@
+"""Read what the user wants audited into an :class:`~robustlabels.audit.types.AuditData`.
+
+Input kinds:
+
+- a known dataset and split: :func:`from_dataset` (``mnist``, ``fashion_mnist``, ``cifar10``, ``digits``, ...,
+  and the text dataset ``noisy_agnews``, whose true labels come along for scoring);
+- a file or folder the user already has: :func:`from_path`, by suffix — an image ``.npz`` with ``images`` and
+  ``labels``; a folder with one sub-folder of images per class; a text ``.csv`` / ``.jsonl`` (optionally
+  ``.gz``) with a text and a label column; a features ``.npy`` (labels then come from ``--labels``).
+
+Label files (``--labels``, ``--clean-labels``) are ``.npy`` / ``.csv`` (see :func:`robustlabels.io.read_labels`)
+or a key of an ``.npz`` / CIFAR-N ``.pt`` file written ``FILE:KEY``, e.g.
+``cifar10n_labels.npz:worse_label``. Nothing here ever writes to the inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustlabels.audit.types import AuditData
+from robustlabels.errors import InputError, check_file
+from robustlabels.io import load_npy, read_labels, sha256_of_file
+
+TEXT_DATASETS = ("noisy_agnews",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def from_dataset(name: str, *, split: str = "train", root: str | None = None) -> AuditData:
+    """A split of a dataset the library knows (see :mod:`robustlabels.data.catalog`), labels as shipped."""
+    if name in TEXT_DATASETS:
+        from robustlabels.data.readers import read_noisy_agnews
+        from robustlabels.data.text import AGNEWS_CLASSES, find_agnews_file
+
+        path = find_agnews_file(split, root)
+        texts, noisy, true = read_noisy_agnews(path)
+        data = AuditData(noisy, len(AGNEWS_CLASSES), list(AGNEWS_CLASSES), texts=texts, source=str(path))
+        data.clean_labels = true if np.any(true != noisy) else None  # the clean test file carries no noise
+        data.hashes[str(path)] = sha256_of_file(path)
+        return data
+    from robustlabels.data.catalog import DATASETS, load_arrays
+
+    if name not in DATASETS:
+        raise InputError(f"--dataset: unknown dataset {name!r}; known: {', '.join(DATASETS + TEXT_DATASETS)}")
+    arrays = load_arrays(name, split=split, root=root)
+    return AuditData(arrays.labels, arrays.num_classes, list(arrays.class_names), images=arrays.inputs,
+                     source=f"{name} ({split}) from {arrays.source}")  # fmt: skip
+
+
+def from_path(
+    path: str, *, text_column: str = "text", label_column: str = "label", labels_given: bool = False
+) -> AuditData:
+    """The user's own file or folder, by its suffix (module docstring). ``labels_given``: ``--labels`` is set."""
+    p = check_file(path, what="--data")
+    suffixes = "".join(s.lower() for s in p.suffixes[-2:])
+    if p.is_dir():
+        data = read_image_folder(p)
+    elif suffixes.endswith((".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json.gz", ".json")):
+        data = read_text_table(p, text_column=text_column, label_column=label_column)
+    elif p.suffix.lower() == ".npz":
+        data = read_image_npz(p)
+    elif p.suffix.lower() == ".npy":
+        if not labels_given:
+            raise InputError(f"--data {str(p)!r} holds features only: give their labels with --labels FILE")
+        features = as_features(load_npy(p, what="--data features file"), str(p))
+        data = AuditData(np.zeros(len(features), np.int64), 0, [], features=features)
+    else:
+        raise InputError(f"--data {str(p)!r}: unknown kind {p.suffix!r}; expected a folder, .npz, .npy, .csv, .jsonl")
+    data.source = data.source or str(p)
+    if p.is_file():
+        data.hashes[str(p)] = sha256_of_file(p)
+    return data
+
+
+def read_labels_spec(spec: str, *, what: str) -> tuple[np.ndarray, str, str]:
+    """``(labels, file, sha256)`` from a ``.npy`` / ``.csv`` file or an ``FILE.npz:KEY`` / ``FILE.pt:KEY`` key."""
+    file, _, key = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
+    if key:
+        from robustlabels.data.readers import read_cifar_n
+
+        check_file(file, what=what)
+        labels = read_cifar_n(file, key)
+    else:
+        check_file(file, what=what)
+        if Path(file).suffix.lower() in (".npz", ".pt"):
+            raise InputError(f"{what} {file!r}: name the array to read as {file}:KEY")
+        labels = read_labels(file)
+    return labels.astype(np.int64), file, sha256_of_file(file)
+
+
+def as_features(array: np.ndarray, source: str) -> np.ndarray:
+    """``(N, D)`` finite float32 features, or one line naming ``source`` and what is wrong."""
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise InputError(f"features file {source!r} must hold a numeric (N, D) array; got {array.dtype} {array.shape}")
+    features = np.ascontiguousarray(array, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+    if bad.size:
+        raise InputError(f"features file {source!r} row {int(bad[0])} holds NaN or inf")
+    return features
+
+
+def read_image_npz(path: Path) -> AuditData:
+    """An ``.npz`` with ``images`` uint8 ``(N, H, W[, 3])`` and ``labels`` ``(N,)`` (optional ``class_names``)."""
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("images", "labels") if k not in z.files]
+        if missing:
+            raise InputError(f"--data {str(path)!r}: missing array {missing[0]!r} (arrays: {', '.join(z.files)})")
+        images, labels = z["images"], z["labels"]
+        names = [str(n) for n in z["class_names"]] if "class_names" in z.files else []
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
+        raise InputError(f"--data {str(path)!r}: 'images' must be (N, H, W) or (N, H, W, 3); got {images.shape}")
+    if images.dtype != np.uint8:
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise InputError(f"--data {str(path)!r}: 'images' must be uint8 (0..255); got {images.dtype}")
+        images = images.astype(np.uint8)
+    images = images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
+    return AuditData(integer_labels(labels, f"{path}: 'labels'"), len(names), names, images=images)
+
+
+def read_image_folder(root: Path) -> AuditData:
+    """``root/<class name>/<image>``: classes sorted by name, images by path; resized to the first one's size."""
+    from PIL import Image
+
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = [(f, c) for c, name in enumerate(classes) for f in sorted((root / name).rglob("*"))
+             if f.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
+    if not files:
+        raise InputError(f"--data {str(root)!r}: no images found in class sub-folders (<class>/<image>.png)")
+    images, size, mode = [], None, None
+    for file, _ in files:
+        try:
+            with Image.open(file) as img:
+                mode = mode or ("L" if img.mode in ("L", "1", "I;16") else "RGB")
+                img = img.convert(mode)
+                size = size or img.size
+                images.append(np.asarray(img.resize(size) if img.size != size else img, dtype=np.uint8))
+        except OSError as err:
+            raise InputError(f"--data image {str(file)!r} is not readable: {err}") from None
+    labels = np.array([c for _, c in files], dtype=np.int64)
+    return AuditData(labels, len(classes), classes, images=np.stack(images), source=str(root))
+
+
+def read_text_table(path: Path, *, text_column: str, label_column: str) -> AuditData:
+    """A ``.csv`` or ``.jsonl`` (optionally gzipped) with a text and an integer label column."""
+    from robustlabels.data.readers import read_text_jsonl
+
+    if ".jsonl" in path.name.lower() or ".json" in path.name.lower():
+        texts, labels = read_text_jsonl(path, text_key=text_column, label_key=label_column)
+        return AuditData(labels, 0, [], texts=texts)
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    texts, raw = [], []
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:  # type: ignore[operator]
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        for column, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
+            if column not in columns:
+                raise InputError(f"--data {str(path)!r}: no column {column!r} ({flag}); columns: {', '.join(columns)}")
+        for row in reader:
+            texts.append(row[text_column] or "")
+            raw.append((reader.line_num, row[label_column]))
+    labels = np.empty(len(raw), np.int64)
+    for i, (line, value) in enumerate(raw):
+        try:
+            labels[i] = int(value)
+        except (TypeError, ValueError):
+            message = f"--data {str(path)!r} line {line}: {label_column!r} must be an integer; got {value!r}"
+            raise InputError(message) from None
+    return AuditData(labels, 0, [], texts=texts)
+
+
+def integer_labels(values: Any, source: str) -> np.ndarray:
+    """``(N,)`` int64 from integral numbers, or one line naming ``source``."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number) or np.any(arr != np.round(arr)):
+        raise InputError(f"{source} must be a 1-D array of integer labels; got {arr.dtype} {arr.shape}")
+    return arr.astype(np.int64)
+
+
+def finish(
+    data: AuditData,
+    *,
+    labels: str | None = None,
+    clean_labels: str | None = None,
+    pred_probs: str | None = None,
+    features: str | None = None,
+    num_classes: int | None = None,
+) -> AuditData:
+    """Apply the optional files and check everything lines up: labels in ``[0, C)``, shapes, probabilities."""
+    n = len(data.labels)
+    if labels is not None:
+        data.labels, file, digest = read_labels_spec(labels, what="--labels")
+        data.hashes[file] = digest
+        if n and len(data.labels) != n and data.num_classes:  # a features .npy takes its N from the labels
+            raise InputError(f"--labels {file!r} has {len(data.labels)} labels but the data has {n} examples")
+        n = len(data.labels)
+    if clean_labels is not None:
+        data.clean_labels, file, digest = read_labels_spec(clean_labels, what="--clean-labels")
+        data.hashes[file] = digest
+        check_length(data.clean_labels, n, f"--clean-labels {file!r}")
+    if features is not None:
+        data.features = as_features(load_npy(features, what="--features file"), features)
+        data.hashes[features] = sha256_of_file(features)
+    if data.features is not None:
+        check_length(data.features, n, "features")
+    if pred_probs is not None:
+        data.pred_probs = load_npy(pred_probs, what="--pred-probs file")
+        data.hashes[pred_probs] = sha256_of_file(pred_probs)
+    inferred = int(max(data.labels.max(initial=-1), -1 if data.clean_labels is None else data.clean_labels.max())) + 1
+    classes = num_classes or data.num_classes or len(data.class_names) or max(inferred, 2)
+    if data.pred_probs is not None:
+        classes = num_classes or data.num_classes or data.pred_probs.shape[1]
+        check_pred_probs(data.pred_probs, n, classes, pred_probs or "pred_probs")
+    data.num_classes = classes
+    if len(data.class_names) != classes:
+        data.class_names = [str(c) for c in range(classes)]
+    if n == 0:
+        raise InputError(f"no examples to audit in {data.source or 'the input'}")
+    for name, values in (("labels", data.labels), ("clean labels", data.clean_labels)):
+        if values is not None and (values.min() < 0 or values.max() >= classes):
+            bad = int(np.flatnonzero((values < 0) | (values >= classes))[0])
+            raise InputError(f"{name}: value {int(values[bad])} at index {bad} is outside [0, {classes})")
+    return data
+
+
+def check_length(array: np.ndarray, n: int, what: str) -> None:
+    if len(array) != n:
+        raise InputError(f"{what} has {len(array)} rows but the labels have {n}")
+
+
+def check_pred_probs(pred_probs: np.ndarray, n: int, num_classes: int, source: str) -> None:
+    """``(N, C)`` finite rows in [0, 1] summing to 1 (±1e-3), or one line naming the first bad row."""
+    if pred_probs.ndim != 2 or pred_probs.shape != (n, num_classes):
+        raise InputError(f"--pred-probs {source!r} must have shape ({n}, {num_classes}); got {pred_probs.shape}")
+    sums = pred_probs.sum(axis=1)
+    bad = np.flatnonzero(~np.isfinite(sums) | (np.abs(sums - 1) > 1e-3) | (pred_probs.min(axis=1) < 0))
+    if bad.size:
+        row = int(bad[0])
+        raise InputError(f"--pred-probs {source!r} row {row} is not a probability vector (sums to {sums[row]:.4g})")

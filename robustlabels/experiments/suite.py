@@ -1,0 +1,335 @@
+"""Suite files and their grid of cells: parsing, validation and filtering.
+
+A **suite** (``experiments/<name>/suite.yaml``)::
+
+    seeds: [0, 1]
+    trainer: {max_epochs: 3}                  # optional, every cell
+    datasets:
+      digits:
+        config: configs/quickstart.yaml       # base fit config, relative to the repo root
+        overrides: {...}                      # optional, nested, deep-merged into the base config
+        strategy_overrides: {elr: {...}}      # optional, per strategy, for this dataset
+        settings:
+          - {noise: symmetric, rate: 0.4, overrides: {...}, strategy_overrides: {elr: {...}}}
+    strategies:
+      ce: {overrides: {model: {strategy: {class_path: CrossEntropy}}}}
+    paper:                                    # optional reference numbers, in %
+      - {dataset: digits, noise: symmetric, rate: 0.4, strategy: ce, final_test_acc: 60.0, source: "..."}
+
+``noise`` and ``rate`` name a setting (its folder ``<noise>-<rate>`` and its row in the report); the noise
+itself comes from the setting's ``overrides``. A **cell** is dataset × setting × strategy × seed; how its
+config is merged from these layers is in :mod:`robustlabels.experiments.configs`, and how it runs in
+:mod:`robustlabels.experiments.runner`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robustlabels.errors import InputError
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer"}
+DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides"}
+SETTING_KEYS = {"noise", "rate", "overrides", "strategy_overrides"}
+PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "final_test_acc", "source"}
+
+
+def repo_root() -> Path:
+    """The checkout holding ``configs/`` and ``experiments/`` (the working directory for an installed copy)."""
+    return PACKAGE_ROOT if (PACKAGE_ROOT / "configs").is_dir() else Path.cwd()
+
+
+# ---- the suite ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """One noise setting of a dataset: a label (``noise``, ``rate``) and the overrides that realise it."""
+
+    noise: str
+    rate: float
+    overrides: dict[str, Any] = field(default_factory=dict)
+    strategy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``<noise>-<rate>``, e.g. ``symmetric-0.4``: the setting's folder name."""
+        return f"{self.noise}-{self.rate:g}"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset of a suite: its base fit config, overrides and noise settings."""
+
+    name: str
+    config: str
+    settings: tuple[Setting, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    strategy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def setting(self, label: str) -> Setting:
+        """The setting whose :attr:`Setting.label` is ``label``."""
+        return next(s for s in self.settings if s.label == label)
+
+
+@dataclass(frozen=True)
+class PaperNumber:
+    """A published final test accuracy (in %) to print beside ours."""
+
+    dataset: str
+    noise: str
+    rate: float
+    strategy: str
+    final_test_acc: float
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A parsed, validated ``suite.yaml``."""
+
+    name: str
+    path: Path
+    seeds: tuple[int, ...]
+    datasets: dict[str, DatasetSpec]
+    strategies: dict[str, dict[str, Any]]  # name -> overrides
+    paper: tuple[PaperNumber, ...] = ()
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+    def paper_number(self, dataset: str, setting: Setting, strategy: str) -> PaperNumber | None:
+        """The reference number for one (dataset, setting, strategy), if the suite lists one."""
+        for number in self.paper:
+            same_setting = number.noise == setting.noise and math.isclose(number.rate, setting.rate, abs_tol=1e-9)
+            if number.dataset == dataset and same_setting and number.strategy == strategy:
+                return number
+        return None
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One run: dataset × setting × strategy × seed. Its files live under ``<out>/<path>``."""
+
+    dataset: str
+    setting: str  # Setting.label
+    strategy: str
+    seed: int
+
+    @property
+    def path(self) -> Path:
+        """``cells/<dataset>/<noise>-<rate>/<strategy>/seed<k>``, relative to the output folder."""
+        return Path("cells", self.dataset, self.setting, self.strategy, f"seed{self.seed}")
+
+    @property
+    def name(self) -> str:
+        """``dataset/setting/strategy/seed<k>``, for messages."""
+        return f"{self.dataset}/{self.setting}/{self.strategy}/seed{self.seed}"
+
+
+def resolve_suite(name_or_path: str | Path) -> Path:
+    """A suite file from a name (``smoke`` → ``experiments/smoke/suite.yaml``), a folder or a YAML path."""
+    given = Path(name_or_path)
+    for candidate in (given, given / "suite.yaml", repo_root() / "experiments" / str(name_or_path) / "suite.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.parent.name for p in (repo_root() / "experiments").glob("*/suite.yaml"))
+    raise InputError(f"suite {str(name_or_path)!r} not found; known suites: {', '.join(known) or 'none'}")
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """Read and validate a suite file (see the module docstring for the schema).
+
+    Raises:
+        InputError: one line naming the bad key or value.
+    """
+    path = resolve_suite(name_or_path)
+    raw = read_yaml(path, "suite")
+    _check_keys(raw, SUITE_KEYS, {"seeds", "datasets", "strategies"}, "suite")
+    strategies = _parse_strategies(raw["strategies"])
+    datasets = {
+        _name(name, "dataset"): _parse_dataset(name, entry, strategies)
+        for name, entry in _mapping(raw["datasets"], "datasets", nonempty=True).items()
+    }
+    suite = Suite(
+        name=path.parent.name if path.name == "suite.yaml" else path.stem,
+        path=path,
+        seeds=_parse_seeds(raw["seeds"]),
+        datasets=datasets,
+        strategies=strategies,
+        paper=tuple(_parse_paper(i, entry) for i, entry in enumerate(raw.get("paper") or [])),
+        trainer=_mapping(raw.get("trainer"), "trainer"),
+    )
+    _check_paper(suite)
+    return suite
+
+
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping, or :class:`InputError` naming the file."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise InputError(f"{what} {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    return _mapping(loaded, f"{what} {str(path)!r}")
+
+
+def _mapping(value: Any, where: str, *, nonempty: bool = False) -> dict[str, Any]:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise InputError(f"`{where}` must be a mapping; got {type(value).__name__} {value!r}")
+    if nonempty and not value:
+        raise InputError(f"`{where}` must not be empty")
+    return value
+
+
+def _check_keys(entry: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:
+    unknown, missing = sorted(set(entry) - allowed), sorted(required - set(entry))
+    if unknown:
+        raise InputError(f"`{where}` has unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    if missing:
+        raise InputError(f"`{where}` is missing the key {missing[0]!r}")
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise InputError(f"{what} name {value!r} must be non-empty and use only letters, digits and _ . + -")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"`{where}` must be a number; got {value!r}")
+    return float(value)
+
+
+def _parse_seeds(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise InputError(f"`seeds` must be a non-empty list of integers; got {value!r}")
+    if any(isinstance(s, bool) or not isinstance(s, int) for s in value) or len(set(value)) != len(value):
+        raise InputError(f"`seeds` must be distinct integers; got {value!r}")
+    return tuple(value)
+
+
+def _parse_strategies(value: Any) -> dict[str, dict[str, Any]]:
+    strategies = {}
+    for name, entry in _mapping(value, "strategies", nonempty=True).items():
+        entry = _mapping(entry, f"strategies.{name}")
+        _check_keys(entry, {"overrides"}, set(), f"strategies.{name}")
+        strategies[_name(name, "strategy")] = _mapping(entry.get("overrides"), f"strategies.{name}.overrides")
+    return strategies
+
+
+def _parse_strategy_overrides(value: Any, strategies: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    parsed = {}
+    for strategy, overrides in _mapping(value, where).items():
+        if strategy not in strategies:
+            raise InputError(f"`{where}` names an unknown strategy {strategy!r}; known: {', '.join(strategies)}")
+        parsed[strategy] = _mapping(overrides, f"{where}.{strategy}")
+    return parsed
+
+
+def _layers(entry: dict[str, Any], where: str, strategies: dict[str, Any]) -> dict[str, Any]:
+    """The ``overrides`` and ``strategy_overrides`` of a dataset or setting entry, as keyword arguments."""
+    return {
+        "overrides": _mapping(entry.get("overrides"), f"{where}.overrides"),
+        "strategy_overrides": _parse_strategy_overrides(
+            entry.get("strategy_overrides"), strategies, f"{where}.strategy_overrides"
+        ),
+    }
+
+
+def _parse_dataset(name: str, entry: Any, strategies: dict[str, Any]) -> DatasetSpec:
+    where = f"datasets.{name}"
+    entry = _mapping(entry, where)
+    _check_keys(entry, DATASET_KEYS, {"config", "settings"}, where)
+    if not isinstance(entry["config"], str) or not entry["config"]:
+        raise InputError(f"`{where}.config` must be a path to a fit config; got {entry['config']!r}")
+    if not isinstance(entry["settings"], list) or not entry["settings"]:
+        raise InputError(f"`{where}.settings` must be a non-empty list")
+    settings = tuple(_parse_setting(f"{where}.settings[{i}]", s, strategies) for i, s in enumerate(entry["settings"]))
+    labels = [s.label for s in settings]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"`{where}.settings` repeats a noise/rate pair: {labels}")
+    return DatasetSpec(name=name, config=entry["config"], settings=settings, **_layers(entry, where, strategies))
+
+
+def _parse_setting(where: str, entry: Any, strategies: dict[str, Any]) -> Setting:
+    entry = _mapping(entry, where)
+    _check_keys(entry, SETTING_KEYS, {"noise", "rate"}, where)
+    return Setting(
+        noise=_name(entry["noise"], f"`{where}.noise`"),
+        rate=_number(entry["rate"], f"{where}.rate"),
+        **_layers(entry, where, strategies),
+    )
+
+
+def _parse_paper(index: int, entry: Any) -> PaperNumber:
+    where = f"paper[{index}]"
+    entry = _mapping(entry, where)
+    _check_keys(entry, PAPER_KEYS, PAPER_KEYS - {"source"}, where)
+    accuracy = _number(entry["final_test_acc"], f"{where}.final_test_acc")
+    if not 0.0 < accuracy <= 100.0:
+        raise InputError(f"`{where}.final_test_acc` is a percentage in (0, 100]; got {accuracy!r}")
+    return PaperNumber(
+        dataset=str(entry["dataset"]),
+        noise=str(entry["noise"]),
+        rate=_number(entry["rate"], f"{where}.rate"),
+        strategy=str(entry["strategy"]),
+        final_test_acc=accuracy,
+        source=str(entry.get("source", "")),
+    )
+
+
+def _check_paper(suite: Suite) -> None:
+    """Every reference number must name a cell of the grid (a typo would silently drop it)."""
+    for number in suite.paper:
+        dataset = suite.datasets.get(number.dataset)
+        settings = dataset.settings if dataset else ()
+        matches = [s for s in settings if suite.paper_number(number.dataset, s, number.strategy) is number]
+        if not matches or number.strategy not in suite.strategies:
+            raise InputError(
+                f"`paper` entry {number.dataset}/{number.noise}-{number.rate:g}/{number.strategy} "
+                "names no dataset, setting and strategy of the suite"
+            )
+
+
+# ---- the grid -------------------------------------------------------------------------------------------
+def _pick(names: Sequence[Any] | None, known: Sequence[Any], what: str) -> list[Any]:
+    """``known`` filtered to ``names`` (in ``known``'s order); every name must be known."""
+    if names is None:
+        return list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InputError(f"unknown {what} {unknown[0]!r}; the suite has: {', '.join(map(str, known))}")
+    return [k for k in known if k in names]
+
+
+def grid(
+    suite: Suite,
+    *,
+    datasets: Sequence[str] | None = None,
+    settings: Sequence[str] | None = None,
+    strategies: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[Cell]:
+    """The suite's cells, optionally filtered; seed-major, so a first full replicate finishes first.
+
+    ``settings`` are labels such as ``symmetric-0.4``; a dataset without any of them contributes no cell.
+    """
+    chosen = _pick(datasets, list(suite.datasets), "dataset")
+    all_labels = list(dict.fromkeys(s.label for d in suite.datasets.values() for s in d.settings))
+    labels = set(_pick(settings, all_labels, "setting"))
+    return [
+        Cell(name, setting.label, strategy, seed)
+        for seed in _pick(seeds, suite.seeds, "seed")
+        for name in chosen
+        for setting in suite.datasets[name].settings
+        if setting.label in labels
+        for strategy in _pick(strategies, list(suite.strategies), "strategy")
+    ]
