@@ -11,7 +11,10 @@ import hashlib
 import io
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -21,26 +24,34 @@ LABEL_SUFFIXES = (".npy", ".csv")
 LABEL_COLUMNS = ("label", "noisy_label")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically, creating parent directories; return the path.
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; on success it is fsynced and renamed onto ``path``.
 
-    The temporary file is created with mode 0o666 (less the umask), like an ordinary ``open``, flushed and
-    fsynced before :func:`os.replace`; it is removed if anything fails.
+    Parent directories are created. The temporary file has mode 0o666 (less the umask), like an ordinary
+    ``open``, and is removed if anything fails, so ``path`` is either the old file or the complete new one.
+    ``mode`` and ``kwargs`` are those of :func:`open` (``"wb"``, or ``"w"`` with ``encoding``/``newline``).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return target
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`); return the path."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

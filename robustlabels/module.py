@@ -109,9 +109,7 @@ class RobustModule(pl.LightningModule):
             train = datamodule.datasets["train"]
             for part in (self.strategy, *self.regularizers):
                 part.setup(num_samples=len(train), num_classes=self.num_classes)
-                setup_data = getattr(part, "setup_data", None)  # e.g. CoTeaching(forget_rate="estimate")
-                if callable(setup_data):
-                    setup_data(inputs=train.inputs, targets=train.targets, num_classes=self.num_classes)
+            self.strategy.setup_data(inputs=train.inputs, targets=train.targets, num_classes=self.num_classes)
 
     # ---- forward ------------------------------------------------------------------------------------
     def forward_all(self, inputs: Tensor) -> Forward:

@@ -19,8 +19,6 @@ import html
 import io
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import numpy as np
 from robustlabels.audit.scoring import flag_metrics, precision_at_k, ranking_order
 from robustlabels.audit.types import AuditData, MethodResult
 from robustlabels.errors import InputError
-from robustlabels.io import atomic_write_text
+from robustlabels.io import atomic_open, atomic_write_text
 
 OUTPUT_FILES = ("issues.csv", "summary.json", "report.html")
 ISSUE_COLUMNS = ("index", "given_label", "given_name", "suggested_label", "suggested_name", "score", "flagged",
@@ -120,20 +118,11 @@ def _check_output(out: Path, force: bool) -> None:
 def write_issues(path: Path, data: AuditData, final: MethodResult, order: np.ndarray) -> None:
     """Stream one CSV row per example, in ``order``, to ``path`` atomically (columns: :data:`ISSUE_COLUMNS`)."""
     header = [*ISSUE_COLUMNS, *(["true_label"] if data.clean_labels is not None else [])]
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # as robustlabels.io names them
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8", buffering=1 << 20) as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            for rows in _issue_rows(data, final, order):
-                writer.writerows(rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="", encoding="utf-8", buffering=1 << 20) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for rows in _issue_rows(data, final, order):
+            writer.writerows(rows)
 
 
 def _issue_rows(data: AuditData, final: MethodResult, order: np.ndarray) -> Iterator[Iterator[tuple[Any, ...]]]:

@@ -238,6 +238,7 @@ def _is_unit_rows(features: Any) -> bool:
     return True
 
 
+PROGRESS_ABOVE = 50_000  # points; a progress bar for the neighbour search (it takes minutes at 1M)
 EXACT_BELOW = 100_000  # points; above, the all-vs-all search is approximate (recall@10 ~0.97)
 
 
@@ -261,7 +262,7 @@ def _search(features: Any, width: int, **options: Any) -> tuple[np.ndarray, np.n
     # Unit-norm float32 features go in as they are (metric "ip" = cosine there): no normalised copy.
     metric = "ip" if _is_unit_rows(features) else "cosine"
     index = build(features, metric=metric, **options)
-    sims, idx = index.search(None, width, exclude_self=True)
+    sims, idx = index.search(None, width, exclude_self=True, progress=features.shape[0] >= PROGRESS_ABOVE)
     return sims, idx, str(getattr(index, "factory", options.get("index")))
 
 

@@ -178,7 +178,9 @@ class NeighborIndex(ABC):
     def _search_block(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search one block of prepared queries; return ``(distances, indices)`` as float32 / int64 arrays."""
 
-    def search(self, queries: Any = None, k: int = 10, *, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: Any = None, k: int = 10, *, exclude_self: bool = False, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return the ``k`` nearest indexed points of each query.
 
         Args:
@@ -187,6 +189,7 @@ class NeighborIndex(ABC):
             exclude_self: treat query row ``i`` as indexed point ``i`` and leave it out of its own neighbours
                 (searches ``k + 1`` and drops the own index wherever it lands). Explicit queries must then
                 have ``ntotal`` rows.
+            progress: show a progress bar (stderr) over the query blocks.
 
         Returns:
             ``distances`` float32 ``(Q, k)`` (squared L2 ascending, or similarities descending for ip/cosine)
@@ -208,9 +211,13 @@ class NeighborIndex(ABC):
         distances = np.empty((nq, k), dtype=np.float32)
         indices = np.empty((nq, k), dtype=np.int64)
         kk = k + 1 if exclude_self else k
-        for ids, block in blocks:
-            d, i = self._search_block(block, kk)
-            if exclude_self:
-                d, i = drop_self(d, i, ids)
-            distances[ids], indices[ids] = d, i
+        from tqdm.auto import tqdm
+
+        with tqdm(total=nq, desc="neighbour search", unit="query", disable=not progress, leave=False) as bar:
+            for ids, block in blocks:
+                d, i = self._search_block(block, kk)
+                if exclude_self:
+                    d, i = drop_self(d, i, ids)
+                distances[ids], indices[ids] = d, i
+                bar.update(len(ids))
         return distances, indices

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from torch import nn
+from torch import Tensor, nn
 
 from robustlabels.registry import Registry
 from robustlabels.types import Batch, Forward, StepResult
@@ -28,6 +28,9 @@ class Strategy(nn.Module, ABC):
 
     def setup(self, *, num_samples: int, num_classes: int) -> None:
         """Allocate state that depends on the training-set size ``N`` and class count ``C``."""
+
+    def setup_data(self, *, inputs: Tensor, targets: Tensor, num_classes: int) -> None:
+        """Look at the training data once before fitting (e.g. ``CoTeaching(forget_rate="estimate")``)."""
 
     def on_train_epoch_start(self, epoch: int) -> None:
         """Advance epoch-level schedules (``epoch`` counts from 0)."""
