@@ -87,6 +87,9 @@ class RobustModule(pl.LightningModule):
             for net in self.nets:
                 net.remove_head_bias()
         self.gradient_clip_per_network = gradient_clip_per_network
+        bind = getattr(self.strategy, "bind", None)
+        if callable(bind):  # strategies that score samples in eval mode (NestedCoTeaching)
+            bind(self.eval_logits)
         self._prefix_tallies: dict[str, PrefixTally] = {}
         self.channels_last = channels_last and len(input_shape) == 3
         if self.channels_last:
@@ -120,6 +123,28 @@ class RobustModule(pl.LightningModule):
         head_inputs = features if self.nested_dropout is None else self.nested_dropout.apply_shared(features)
         return Forward(features, tuple(net.forward_head(f) for net, f in zip(self.nets, head_inputs, strict=True)))
 
+    @torch.no_grad()
+    def eval_logits(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        """``(B_i, C)`` logits of network ``i`` on ``inputs[i]``, without gradients, in eval mode (nested dropout
+        at ``best_k``); the training modes are restored afterwards."""
+        parts = [*self.nets, *([self.nested_dropout] if self.nested_dropout is not None else [])]
+        modes = [part.training for part in parts]
+        try:
+            for part in parts:
+                part.eval()
+            logits = []
+            for net, x in zip(self.nets, inputs, strict=True):
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                features = net.forward_features(x)
+                if self.nested_dropout is not None:
+                    features = self.nested_dropout(features)
+                logits.append(net.forward_head(features))
+            return tuple(logits)
+        finally:
+            for part, mode in zip(parts, modes, strict=True):
+                part.train(mode)
+
     def forward(self, inputs: Tensor) -> Tensor:
         """``(B, C)`` mean logits of the networks: the model's prediction."""
         return self.forward_all(inputs).mean_logits()
@@ -128,6 +153,17 @@ class RobustModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         for part in (self.strategy, *self.regularizers):
             part.on_train_epoch_start(self.current_epoch)
+        if getattr(self.strategy, "pending_optimizer_reset", False):  # NestedCoTeaching's stage switch
+            self.strategy.pending_optimizer_reset = False
+            self._reset_optimizers(getattr(self.strategy, "stage2_lr", None))
+
+    def _reset_optimizers(self, lr: float | None) -> None:
+        """Clear every optimizer's state (momentum, moments) and, if ``lr``, set every group's learning rate."""
+        for optimizer in self.trainer.optimizers:
+            optimizer.state.clear()
+            for group in optimizer.param_groups:
+                if lr is not None:
+                    group["lr"] = lr
 
     def compute_loss(self, batch: Batch) -> tuple[Tensor, StepResult, Forward]:
         """The training loss of one batch: the strategy's loss, then each regularizer's term."""

@@ -194,7 +194,7 @@ def finish(
     if labels is not None:
         data.labels, file, digest = read_labels_spec(labels, what="--labels")
         data.hashes[file] = digest
-        if n and len(data.labels) != n and data.num_classes:  # a features .npy takes its N from the labels
+        if len(data.labels) != n:
             raise InputError(f"--labels {file!r} has {len(data.labels)} labels but the data has {n} examples")
         n = len(data.labels)
     if clean_labels is not None:
@@ -204,8 +204,9 @@ def finish(
     if features is not None:
         data.features = as_features(load_npy(features, what="--features file"), features)
         data.hashes[features] = sha256_of_file(features)
-    if data.features is not None:
-        check_length(data.features, n, "features")
+    for what, rows in (("features", data.features), ("images", data.images), ("texts", data.texts)):
+        if rows is not None:
+            check_length(rows, n, what)
     if pred_probs is not None:
         data.pred_probs = load_npy(pred_probs, what="--pred-probs file")
         data.hashes[pred_probs] = sha256_of_file(pred_probs)

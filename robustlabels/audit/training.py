@@ -189,6 +189,9 @@ class TrainingDynamics(pl.Callback):
         self.sums = torch.zeros(num_samples, 3 + num_classes, dtype=torch.float64)  # visits, margin, loss, probs
         self.late_visits = torch.zeros(num_samples, dtype=torch.float64)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.warmup_epochs = min(self.warmup_epochs, max(int(trainer.max_epochs or 1) - 1, 0))  # a 1-epoch run
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Batch, batch_idx: int
     ) -> None:

@@ -3,12 +3,14 @@
 from robustlabels.strategies.adaptive_k import MKLSGD, AdaptiveK, TrimmedLoss
 from robustlabels.strategies.base import STRATEGIES, Strategy
 from robustlabels.strategies.co_teaching import CoTeaching
+from robustlabels.strategies.nested_co_teaching import NestedCoTeaching
 from robustlabels.strategies.robust_losses import GCE, SCE
 from robustlabels.strategies.standard import CrossEntropy, Oracle
 
 __all__ = [
     "GCE",
     "MKLSGD",
+    "NestedCoTeaching",
     "SCE",
     "STRATEGIES",
     "AdaptiveK",

@@ -154,7 +154,7 @@ def test_text_table_with_own_features(tmp_path: Path, kind: str) -> None:
          ["--data", d / "x.npy", "--labels", d / "y.npy", "--pred-probs", _probs(d, 3, 2, scale=0.5)],
          "row 0 is not a probability vector"),
         (lambda d: np.save(d / "y.npy", np.array([0, 1, 1])) or np.save(d / "x.npy", np.ones((4, 2))) or
-         ["--data", d / "x.npy", "--labels", d / "y.npy"], "4 rows but the labels have 3"),
+         ["--data", d / "x.npy", "--labels", d / "y.npy"], "has 3 labels but the data has 4 examples"),
         (lambda d: np.save(d / "y.npy", np.array([0, 1, 1])) or np.save(d / "x.npy", np.ones((3, 2))) or
          ["--data", d / "x.npy", "--labels", d / "y.npy", "--pred-probs", _probs(d, 2, 2)], "must have shape (3, 2)"),
         (lambda d: ["--data", d / "missing.npz"], "not found"),
