@@ -115,7 +115,8 @@ def model_inputs(data: AuditData) -> np.ndarray:
     if data.features is None and data.texts is not None:
         from robustlabels.features.text import encode_texts
 
-        print(f"embedding {len(data.texts)} texts with all-MiniLM-L6-v2 (cached after the first time) ...")
+        print(f"[audit] embedding {len(data.texts)} texts with all-MiniLM-L6-v2 (cached after the first time) ...",
+              file=sys.stderr, flush=True)  # fmt: skip
         data.features = encode_texts(data.texts)
     if data.features is None:
         raise InputError("nothing to train on: give images, texts or --features")

@@ -8,6 +8,7 @@ strategy or regularizer can produce them; :func:`confident_learning` turns them 
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ def cross_val_pred_probs(
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fold, (train_rows, heldout_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
         if progress:
-            print(f"confident_learning: fold {fold + 1}/{folds}, {len(train_rows)} train, {len(heldout_rows)} held out")
+            print(f"[audit] confident_learning: fold {fold + 1}/{folds}, {len(train_rows)} train, "
+                  f"{len(heldout_rows)} held out", file=sys.stderr, flush=True)  # fmt: skip
         module, _, datamodule = fit_arrays(config, inputs, labels, num_classes=num_classes, train_rows=train_rows,
                                            heldout_rows=heldout_rows, seed=seed + fold,
                                            root_dir=Path(root_dir) / f"fold{fold}", epochs=epochs,

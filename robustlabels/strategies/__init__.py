@@ -10,12 +10,12 @@ from robustlabels.strategies.standard import CrossEntropy, Oracle
 __all__ = [
     "GCE",
     "MKLSGD",
-    "NestedCoTeaching",
     "SCE",
     "STRATEGIES",
     "AdaptiveK",
     "CoTeaching",
     "CrossEntropy",
+    "NestedCoTeaching",
     "Oracle",
     "Strategy",
     "TrimmedLoss",

@@ -1,0 +1,138 @@
+"""Nested Co-teaching: stage switch, eval-mode selection at the best K, checkpoint round trip mid stage 2."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from robustlabels.data import BlobsDataModule
+from robustlabels.errors import InputError
+from robustlabels.module import RobustModule
+from robustlabels.nn.nested_dropout import NestedDropout, prefix_mask
+from robustlabels.noise import SymmetricNoise
+from robustlabels.strategies import STRATEGIES, NestedCoTeaching
+from robustlabels.types import Batch, Forward
+
+
+def blobs() -> BlobsDataModule:
+    return BlobsDataModule(num_samples=300, test_samples=100, noise=SymmetricNoise(rate=0.3), batch_size=64)
+
+
+def module(dm: BlobsDataModule, strategy: NestedCoTeaching, lr: float = 0.05) -> RobustModule:
+    torch.manual_seed(0)
+    optimizer = lambda params: torch.optim.SGD(params, lr=lr, momentum=0.9)  # noqa: E731
+    return RobustModule(strategy, backbone="mlp", backbone_kwargs={"hidden": 32}, num_classes=dm.num_classes,
+                        input_shape=dm.input_shape, nested_dropout=NestedDropout(sigma=5.0),
+                        optimizer=optimizer)  # fmt: skip
+
+
+class Record(pl.Callback):
+    """At the first batch of each epoch: the stage, the learning rate and whether the optimizer has state."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, tuple[int, float, bool]] = {}
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
+            optimizer = trainer.optimizers[0]
+            state = any(optimizer.state[p] for group in optimizer.param_groups for p in group["params"])
+            self.rows[trainer.current_epoch] = (pl_module.strategy.stage, optimizer.param_groups[0]["lr"], state)
+
+
+def test_registered_and_validates_arguments() -> None:
+    assert STRATEGIES.get("nested_co_teaching") is NestedCoTeaching
+    assert NestedCoTeaching.num_networks == 2
+    for bad in ({"stage1_epochs": -1}, {"num_gradual": -1}, {"stage2_lr": 0.0}, {"forget_rate": 1.0}):
+        with pytest.raises(InputError):
+            NestedCoTeaching(**bad)
+
+
+def test_stage_switches_at_stage1_epochs_and_resets_the_optimizer(quiet_trainer: dict[str, object]) -> None:
+    dm = blobs()
+    model = module(dm, NestedCoTeaching(stage1_epochs=2, forget_rate=0.3, stage2_lr=0.001))
+    record = Record()
+    pl.Trainer(max_epochs=4, callbacks=[record], **quiet_trainer).fit(model, datamodule=dm)
+    assert record.rows[0] == (1, 0.05, False)
+    assert record.rows[1] == (1, 0.05, True)  # stage 1 keeps its momentum
+    assert record.rows[2] == (2, 0.001, False)  # the switch: fresh optimizer state, stage-2 learning rate
+    assert record.rows[3] == (2, 0.001, True)  # no second reset
+    assert bool(model.strategy.switched) and model.strategy.rate == 0.3  # constant forget rate
+    assert int(model.nested_dropout.best_k) >= 1
+
+
+def test_stage1_sums_two_plain_cross_entropies(noisy_batch: Batch) -> None:
+    strategy = NestedCoTeaching(stage1_epochs=1)
+    strategy.on_train_epoch_start(0)
+    z = (torch.randn(16, 4), torch.randn(16, 4))
+    loss = strategy.compute_loss(noisy_batch, Forward((z[0], z[1]), z)).loss
+    expected = F.cross_entropy(z[0], noisy_batch.targets) + F.cross_entropy(z[1], noisy_batch.targets)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_stage2_selects_half_batches_with_the_eval_scores(noisy_batch: Batch) -> None:
+    """Net 0 scores B1 and net 1 scores B2 through ``eval_logits``; each peer trains on the other's choice."""
+    gen = torch.Generator().manual_seed(1)
+    eval_z = (torch.randn(8, 4, generator=gen) * 3, torch.randn(8, 4, generator=gen) * 3)
+    seen: list[list[Tensor]] = []
+
+    def eval_logits(inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        seen.append(list(inputs))
+        return eval_z
+
+    strategy = NestedCoTeaching(stage1_epochs=0, forget_rate=0.5)
+    strategy.bind(eval_logits)
+    strategy.on_train_epoch_start(0)
+    train_z = (torch.randn(16, 4, generator=gen, requires_grad=True),
+               torch.randn(16, 4, generator=gen, requires_grad=True))  # fmt: skip
+    result = strategy.compute_loss(noisy_batch, Forward(train_z, train_z))
+    torch.testing.assert_close(seen[0][0], noisy_batch.inputs[:8])
+    torch.testing.assert_close(seen[0][1], noisy_batch.inputs[8:])
+    y = noisy_batch.targets
+    keep0 = F.cross_entropy(eval_z[0], y[:8], reduction="none").argsort()[:4]  # ⌊0.5·8⌋ smallest, in B1
+    keep1 = F.cross_entropy(eval_z[1], y[8:], reduction="none").argsort()[:4] + 8  # in B2
+    expected = F.cross_entropy(train_z[0][keep1], y[keep1]) + F.cross_entropy(train_z[1][keep0], y[keep0])
+    torch.testing.assert_close(result.loss, expected)
+    assert result.logs["keep_frac"] == 0.5 and result.logs["stage"] == 2.0
+    kept = torch.cat([keep0, keep1])
+    assert float(result.logs["kept_clean_frac"]) == pytest.approx(float((y[kept] == noisy_batch.clean_targets[kept]).float().mean()))
+
+
+def test_module_eval_logits_use_eval_mode_and_the_best_k() -> None:
+    dm = blobs()
+    dm.setup("fit")
+    model = module(dm, NestedCoTeaching(stage1_epochs=0))
+    model.nested_dropout.best_k.fill_(3)
+    model.train()
+    x = torch.randn(5, *dm.input_shape)
+    got = model.eval_logits([x, x])
+    assert all(net.training for net in model.nets) and model.nested_dropout.training  # modes restored
+    assert not got[0].requires_grad
+    model.eval()
+    for net, z in zip(model.nets, got, strict=True):
+        torch.testing.assert_close(z, net.forward_head(prefix_mask(net.forward_features(x), 3)))
+
+
+def test_checkpoint_round_trip_mid_stage2(tmp_path: Path, quiet_trainer: dict[str, object]) -> None:
+    dm = blobs()
+    kwargs = {**quiet_trainer, "enable_checkpointing": True, "default_root_dir": str(tmp_path)}
+    strategy = lambda: NestedCoTeaching(stage1_epochs=1, forget_rate=0.3, stage2_lr=0.001)  # noqa: E731
+    model = module(dm, strategy())
+    pl.Trainer(max_epochs=2, **kwargs).fit(model, datamodule=dm)  # epoch 0: stage 1, epoch 1: stage 2
+    (path,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    restored = RobustModule.load_from_checkpoint(path, strategy=strategy(), nested_dropout=NestedDropout(sigma=5.0))
+    saved = model.state_dict()
+    assert "strategy.switched" in saved and saved.keys() == restored.state_dict().keys()
+    for key, value in restored.state_dict().items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+    # resume mid stage 2: no second optimizer reset, the stage-2 learning rate and momentum carry on
+    resumed, record = module(dm, strategy()), Record()
+    pl.Trainer(max_epochs=3, callbacks=[record], **kwargs).fit(resumed, datamodule=dm, ckpt_path=str(path))
+    assert record.rows == {2: (2, 0.001, True)}
+    assert int(resumed.nested_dropout.best_k) >= 1
