@@ -15,6 +15,7 @@ Bad input gets one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         methods, with_ensemble = parse_methods(args.method)
         out.mkdir(parents=True, exist_ok=True)
         audit = Audit(data, args)
-        results, final = audit.run(methods, with_ensemble)
+        with contextlib.redirect_stdout(sys.stderr):  # progress bars and chatter: stdout is for the result only
+            results, final = audit.run(methods, with_ensemble)
         audit.timings["total"] = time.perf_counter() - start
         from robustlabels.audit.report import write_audit
 

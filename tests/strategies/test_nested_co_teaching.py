@@ -14,11 +14,17 @@ from torch import Tensor
 
 from robustlabels.data import BlobsDataModule
 from robustlabels.errors import InputError
+from robustlabels.fit import main
 from robustlabels.module import RobustModule
 from robustlabels.nn.nested_dropout import NestedDropout, prefix_mask
 from robustlabels.noise import SymmetricNoise
 from robustlabels.strategies import STRATEGIES, NestedCoTeaching
 from robustlabels.types import Batch, Forward
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "fashion_mnist" / "nested_co_teaching.yaml"
+CLI = ["--config", str(CONFIG), "--data.init_args.fake=true", "--trainer.logger=false", "--trainer.accelerator=cpu",
+       "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # fmt: skip
 
 
 def blobs() -> BlobsDataModule:
@@ -101,7 +107,8 @@ def test_stage2_selects_half_batches_with_the_eval_scores(noisy_batch: Batch) ->
     torch.testing.assert_close(result.loss, expected)
     assert result.logs["keep_frac"] == 0.5 and result.logs["stage"] == 2.0
     kept = torch.cat([keep0, keep1])
-    assert float(result.logs["kept_clean_frac"]) == pytest.approx(float((y[kept] == noisy_batch.clean_targets[kept]).float().mean()))
+    clean_frac = (y[kept] == noisy_batch.clean_targets[kept]).float().mean()
+    assert float(result.logs["kept_clean_frac"]) == pytest.approx(float(clean_frac))
 
 
 def test_module_eval_logits_use_eval_mode_and_the_best_k() -> None:
@@ -119,6 +126,7 @@ def test_module_eval_logits_use_eval_mode_and_the_best_k() -> None:
         torch.testing.assert_close(z, net.forward_head(prefix_mask(net.forward_features(x), 3)))
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")
 def test_checkpoint_round_trip_mid_stage2(tmp_path: Path, quiet_trainer: dict[str, object]) -> None:
     dm = blobs()
     kwargs = {**quiet_trainer, "enable_checkpointing": True, "default_root_dir": str(tmp_path)}
@@ -133,6 +141,20 @@ def test_checkpoint_round_trip_mid_stage2(tmp_path: Path, quiet_trainer: dict[st
         torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
     # resume mid stage 2: no second optimizer reset, the stage-2 learning rate and momentum carry on
     resumed, record = module(dm, strategy()), Record()
+    kwargs["default_root_dir"] = str(tmp_path / "resumed")
     pl.Trainer(max_epochs=3, callbacks=[record], **kwargs).fit(resumed, datamodule=dm, ckpt_path=str(path))
     assert record.rows == {2: (2, 0.001, True)}
     assert int(resumed.nested_dropout.best_k) >= 1
+
+
+def test_config_runs_both_stages_from_one_command(tmp_path: Path) -> None:
+    limits = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    args = [*CLI, f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=2",
+            "--model.strategy.init_args.stage1_epochs=1", *limits]  # fmt: skip
+    assert main(args) == 0
+
+
+def test_config_runs_stage2_alone_under_fast_dev_run(tmp_path: Path) -> None:
+    args = [*CLI, f"--trainer.default_root_dir={tmp_path}", "--trainer.fast_dev_run=true",
+            "--model.strategy.init_args.stage1_epochs=0"]  # fmt: skip
+    assert main(args) == 0
