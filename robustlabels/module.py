@@ -120,7 +120,12 @@ class RobustModule(pl.LightningModule):
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         features = tuple(net.forward_features(inputs) for net in self.nets)
-        head_inputs = features if self.nested_dropout is None else self.nested_dropout.apply_shared(features)
+        if self.nested_dropout is None:
+            head_inputs = features
+        elif getattr(self.strategy, "shared_nested_k", True):
+            head_inputs = self.nested_dropout.apply_shared(features)
+        else:  # one k per network (NestedCoTeaching's stage 1: independently trained networks)
+            head_inputs = tuple(self.nested_dropout(f) for f in features)
         return Forward(features, tuple(net.forward_head(f) for net, f in zip(self.nets, head_inputs, strict=True)))
 
     @torch.no_grad()

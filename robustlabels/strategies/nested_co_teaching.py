@@ -47,16 +47,21 @@ class NestedCoTeaching(Strategy):
     co-teaching with nested dropout from random initialisation.
 
     Simplifications against the official code:
-        - stage 1 uses the full training set for both networks (the optional two class-balanced subsets are
-          not implemented), and both networks share one nested ``k`` per mini-batch (the official stage 1
-          trains them in separate processes, with independent ``k``);
+        - stage 1 uses the full training set for both networks, in the same batches (the optional two
+          class-balanced subsets are not implemented; the official stage 1 trains the networks in separate
+          runs). Each network draws its own nested ``k`` per mini-batch in stage 1 (:attr:`shared_nested_k`),
+          and both share one ``k`` in stage 2, as in the official code;
         - stage 2 continues the two networks of the same run (one checkpoint holds both) instead of loading
           two separately trained checkpoints;
         - the gradient step reuses the training-mode forward of the whole batch (BatchNorm statistics over
           the full batch, not only over the selected samples, as the official code's forward of the selection
           computes), so no second forward pass is needed;
         - with an ``lr_scheduler``, the scheduler keeps its own epoch count through the switch (the official
-          stage 2 restarts its schedule); the shipped config uses none.
+          stage 2 restarts its schedule); the shipped config uses none;
+        - a batch of one sample cannot be halved: its loss is the plain CE sum, as in stage 1.
+
+    Without a bound module (``bind``, done by ``RobustModule``), stage 2 scores the halves with the detached
+    training-mode logits instead.
 
     Args:
         stage1_epochs: epochs of stage 1 (0: stage 2 only).
@@ -98,6 +103,11 @@ class NestedCoTeaching(Strategy):
         self._eval_logits: EvalLogits | None = None
         self._clean_known: bool | None = None
 
+    @property
+    def shared_nested_k(self) -> bool:
+        """Whether both networks share one nested-dropout ``k`` per mini-batch: in stage 2 only."""
+        return self.stage == 2
+
     def bind(self, eval_logits: EvalLogits) -> None:
         """Called by ``RobustModule``: ``eval_logits(inputs_per_net)`` scores each network's own inputs without
         gradients, in eval mode, with the validation-optimal nested mask."""
@@ -117,15 +127,17 @@ class NestedCoTeaching(Strategy):
         if self.stage == 1:
             loss_a, loss_b = (F.cross_entropy(z.float(), batch.targets) for z in out.logits)
             return StepResult(loss_a + loss_b, {"stage": 1.0})
-        if self._eval_logits is None:
-            raise InputError("NestedCoTeaching needs RobustModule to bind its eval-mode scoring")
         size = len(batch.targets)
-        if size < 2:
-            raise InputError("NestedCoTeaching stage 2 needs batches of at least 2 samples")
+        if size < 2:  # no halves to split: nothing to select from, plain CE as in stage 1
+            loss_a, loss_b = (F.cross_entropy(z.float(), batch.targets) for z in out.logits)
+            return StepResult(loss_a + loss_b, {"stage": 2.0, "keep_frac": 1.0, "forget_rate": self.rate})
         half = size // 2
         x, y = batch.inputs, batch.targets
         first, second = torch.arange(half, device=y.device), torch.arange(half, size, device=y.device)
-        z1, z2 = self._eval_logits([x[:half], x[half:]])  # net 0 on B1, net 1 on B2: eval mode, best K
+        if self._eval_logits is not None:  # net 0 on B1, net 1 on B2: no grad, eval mode, best K
+            z1, z2 = self._eval_logits([x[:half], x[half:]])
+        else:  # not bound to a RobustModule (unit use): the detached training logits score the halves
+            z1, z2 = out.logits[0][:half].detach(), out.logits[1][half:].detach()
         score1 = F.cross_entropy(z1.float(), y[:half], reduction="none")
         score2 = F.cross_entropy(z2.float(), y[half:], reduction="none")
         num_keep = num_remember(min(half, size - half), self.rate)

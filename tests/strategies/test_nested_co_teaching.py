@@ -158,3 +158,17 @@ def test_config_runs_stage2_alone_under_fast_dev_run(tmp_path: Path) -> None:
     args = [*CLI, f"--trainer.default_root_dir={tmp_path}", "--trainer.fast_dev_run=true",
             "--model.strategy.init_args.stage1_epochs=0"]  # fmt: skip
     assert main(args) == 0
+
+
+def test_nested_k_is_drawn_per_network_in_stage1_and_shared_in_stage2(monkeypatch: pytest.MonkeyPatch) -> None:
+    dm = blobs()
+    model = module(dm, NestedCoTeaching(stage1_epochs=1))
+    draws: list[int] = []
+    draw = model.nested_dropout.draw_k
+    monkeypatch.setattr(model.nested_dropout, "draw_k", lambda dim, **kw: draws.append(dim) or draw(dim, **kw))
+    x = torch.randn(4, *dm.input_shape)
+    for epoch, expected in ((0, 2), (1, 1)):
+        draws.clear()
+        model.strategy.on_train_epoch_start(epoch)
+        model.train().forward_all(x)
+        assert len(draws) == expected, epoch
