@@ -132,19 +132,15 @@ def fit_arrays(
     inputs: np.ndarray,
     labels: np.ndarray,
     *,
-    num_classes: int,
     train_rows: np.ndarray,
     heldout_rows: np.ndarray,
-    seed: int,
-    root_dir: str | Path,
-    epochs: int | None = None,
-    callbacks: Sequence[pl.Callback] = (),
-    progress: bool = True,
+    **run: Any,
 ) -> tuple[Any, pl.Trainer, ArrayDataModule]:
-    """Train on ``inputs[train_rows]`` with ``labels[train_rows]``; return the fitted module, trainer, data."""
-    module, trainer, datamodule = build_run(config, inputs=inputs, num_classes=num_classes, seed=seed,
-                                            root_dir=root_dir, epochs=epochs, callbacks=callbacks,
-                                            progress=progress)  # fmt: skip
+    """Train on ``inputs[train_rows]`` with ``labels[train_rows]``; return the fitted module, trainer, data.
+
+    ``run``: the keyword options of :func:`build_run` (``num_classes``, ``seed``, ``root_dir``, ...).
+    """
+    module, trainer, datamodule = build_run(config, inputs=inputs, **run)
     datamodule.attach(inputs, labels, train_rows, heldout_rows)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|val_dataloader|LeafSpec).*")
