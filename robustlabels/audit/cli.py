@@ -132,6 +132,7 @@ class Audit:
         self.out = Path(args.out)
         self.timings: dict[str, float] = {}
         self.dynamics_features: np.ndarray | None = None
+        self.methods: list[str] = []
 
     def config(self, method: str) -> dict[str, Any]:
         from robustlabels.audit.training import default_fit_config, load_fit_config
@@ -159,10 +160,11 @@ class Audit:
     def dynamics(self) -> MethodResult:
         from robustlabels.audit.dynamics import training_dynamics
 
-        result, _, features = training_dynamics(model_inputs(self.data), self.data.labels,
-                                                num_classes=self.data.num_classes, config=self.config("dynamics"),
-                                                seed=self.args.seed, root_dir=self.out / "dynamics",
-                                                epochs=self.args.epochs)  # fmt: skip
+        needs_features = "knn" in self.methods and self.data.features is None and self.data.images is not None
+        result, features = training_dynamics(model_inputs(self.data), self.data.labels,
+                                             num_classes=self.data.num_classes, config=self.config("dynamics"),
+                                             seed=self.args.seed, root_dir=self.out / "dynamics",
+                                             epochs=self.args.epochs, with_features=needs_features)  # fmt: skip
         self.dynamics_features = features
         return result
 
@@ -195,6 +197,7 @@ class Audit:
         return result
 
     def run(self, methods: list[str], with_ensemble: bool) -> tuple[list[MethodResult], MethodResult]:
+        self.methods = methods
         order = [m for m in ("dynamics", "confident_learning", "knn") if m in methods]  # knn reuses dynamics' model
         results = []
         for name in order:

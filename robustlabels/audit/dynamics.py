@@ -38,12 +38,14 @@ def training_dynamics(
     root_dir: str | Path = "runs/audit",
     epochs: int | None = None,
     progress: bool = True,
-) -> tuple[MethodResult, np.ndarray, np.ndarray]:
+    with_features: bool = False,
+) -> tuple[MethodResult, np.ndarray | None]:
     """Train once on all of ``inputs`` and score every example from its training dynamics.
 
     Returns:
-        the :class:`MethodResult` (``params["components"]`` names the scores used), the final model's
-        ``(N, C)`` in-sample probabilities and ``(N, D)`` features (features feed the ``knn`` method).
+        the :class:`MethodResult` (``params["components"]`` names the scores used) and, when
+        ``with_features``, the final model's ``(N, D)`` penultimate features (for the ``knn`` method; one more
+        pass over the data, so only on request).
     """
     from robustlabels.audit.training import TrainingDynamics, fit_arrays, predict
 
@@ -53,7 +55,7 @@ def training_dynamics(
     module, _, datamodule = fit_arrays(config, inputs, labels, num_classes=num_classes, train_rows=rows,
                                        heldout_rows=rows[:0], seed=seed, root_dir=root_dir, epochs=epochs,
                                        callbacks=[dynamics], progress=progress)  # fmt: skip
-    probs, features = predict(module, datamodule, inputs, rows)
+    features = predict(module, datamodule, inputs, rows)[1] if with_features else None
     components = {"aum": -dynamics.margin, "mean_loss": dynamics.loss}
     elr = next((r for r in module.regularizers if isinstance(r, ELR)), None)
     predicted = dynamics.probs.argmax(1)
@@ -69,4 +71,4 @@ def training_dynamics(
                                   "strategy": type(module.strategy).__name__,
                                   "regularizers": [type(r).__name__ for r in module.regularizers]},
                           seconds=time.perf_counter() - start)  # fmt: skip
-    return result, probs, features
+    return result, features
