@@ -24,14 +24,28 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from robustlabels.memory import keep_freed_heap
 from robustlabels.module import RobustModule
 from robustlabels.nn.nested_dropout import NestedDropout
 from robustlabels.regularizers import ELR, NeighborConsistency
 from robustlabels.regularizers.neighbor_consistency import bank_index
 from robustlabels.strategies import GCE, MKLSGD, SCE, AdaptiveK, CrossEntropy, Oracle, TrimmedLoss
+from robustlabels.strategies.base import Strategy
 from robustlabels.strategies.co_teaching import CoTeaching
-from robustlabels.types import Batch
+from robustlabels.strategies.elr_plus import ELRPlus
+from robustlabels.types import Batch, Forward, StepResult
+
+
+class TwoNetworksCE(Strategy):
+    """The floor of every two-network strategy: two networks, each with plain CE on the whole batch."""
+
+    num_networks = 2
+
+    def compute_loss(self, batch: Batch, out: Forward) -> StepResult:
+        return StepResult(sum(F.cross_entropy(z.float(), batch.targets) for z in out.logits))
+
 
 VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
     "CE": lambda: {"strategy": CrossEntropy()},
@@ -47,8 +61,11 @@ VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
     "MKLSGD": lambda: {"strategy": MKLSGD(k=2)},
     "GCE": lambda: {"strategy": GCE()},
     "SCE": lambda: {"strategy": SCE()},
+    "TwoNetworksCE": lambda: {"strategy": TwoNetworksCE()},
     "CoTeaching": lambda: {"strategy": CoTeaching(forget_rate=0.4)},  # two networks: ~2x CE by construction
     "NestedDropout": lambda: {"strategy": CrossEntropy(), "nested_dropout": NestedDropout(sigma=10.0)},
+    # two networks trained on mixup batches, plus a no-grad forward of each weight average and its update
+    "ELRPlus": lambda: {"strategy": ELRPlus()},
 }
 TARGETS = {"ELR": 1.05, "AdaptiveK": 1.10, "GCE": 1.05, "SCE": 1.05, "NCR (batch)": 1.15, "NCR (dataset)": 1.35}
 TARGETS |= {"CoTeaching": 2.10, "NestedDropout": 1.05}  # issue 6
@@ -87,6 +104,7 @@ def time_steps(module: Any, optimizer: Any, batches: list[Batch], device: str) -
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        module.strategy.after_optimizer_step()  # ELR+'s weight averages (RobustModule.optimizer_step does this)
     if device == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / len(batches)
@@ -151,32 +169,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bank = torch.nn.functional.normalize(trained_bank(args.bank), dim=1).to(args.device)
         args.num_samples = len(bank)
     batches = make_batches(args.steps, args.batch_size, shape, args.num_samples, args.device)
-    built = {name: build(name, args.backbone, shape, args.num_samples, args.device) for name in VARIANTS}
+    built = {name: build(name, args.backbone, shape, args.num_samples, args.device) for name in args.variants}
     for module, optimizer in built.values():  # warm-up
         time_steps(module, optimizer, batches[:3], args.device)
-    ncr = built["NCR (dataset)"][0].regularizers[0]
-    if bank is None:
-        bank = clustered_bank(args.num_samples, ncr.bank_features.shape[1]).to(args.device)
-    time_refresh(ncr, bank)  # a full bank and its neighbour lists, as after one epoch: steps use the term
-    per_round: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    ncr = built["NCR (dataset)"][0].regularizers[0] if "NCR (dataset)" in built else None
+    if ncr is not None:
+        if bank is None:
+            bank = clustered_bank(args.num_samples, ncr.bank_features.shape[1]).to(args.device)
+        time_refresh(ncr, bank)  # a full bank and its neighbour lists, as after one epoch: steps use the term
+    per_round: dict[str, list[float]] = {name: [] for name in built}
     refresh: list[float] = []
     for _ in range(args.rounds):
         for name, (module, optimizer) in built.items():
             per_round[name].append(time_steps(module, optimizer, batches, args.device))
-        refresh.append(time_refresh(ncr, bank))
-    steps_per_epoch = args.num_samples / args.batch_size
-    # NCR's dataset pool rebuilds its neighbour lists once per epoch: amortise that over an epoch's steps.
+        if ncr is not None:
+            refresh.append(time_refresh(ncr, bank))
     ce = per_round["CE"]
-    steps_only = statistics.median(t / c for t, c in zip(per_round["NCR (dataset)"], ce, strict=True))
-    per_round["NCR (dataset)"] = [t + r / steps_per_epoch for t, r in zip(per_round["NCR (dataset)"], refresh,
-                                                                          strict=True)]  # fmt: skip
-    ratios = {n: statistics.median(t / c for t, c in zip(ts, ce, strict=True)) for n, ts in per_round.items()}
-    result = {"step_ms": {n: 1e3 * statistics.median(ts) for n, ts in per_round.items()}, "ratio": ratios}
-    result["ncr_refresh_s"], result["ncr_steps_only_ratio"] = statistics.median(refresh), steps_only
-    result["ncr_index"] = bank_index(ncr.index, args.num_samples, ncr.nprobe)
-    result["ncr_refresh_recall"], result["ncr_refresh_again_s"], result["ncr_exact_refresh_s"] = compare_with_exact(
-        ncr, bank
-    )
+    result: dict[str, Any] = {}
+    if ncr is not None:  # NCR's dataset pool rebuilds its neighbours once per epoch: amortise over its steps
+        steps_per_epoch = args.num_samples / args.batch_size
+        result["ncr_steps_only_ratio"] = statistics.median(t / c for t, c in zip(per_round["NCR (dataset)"], ce,
+                                                                                 strict=True))  # fmt: skip
+        per_round["NCR (dataset)"] = [t + r / steps_per_epoch for t, r in zip(per_round["NCR (dataset)"], refresh,
+                                                                              strict=True)]  # fmt: skip
+        result["ncr_refresh_s"] = statistics.median(refresh)
+        result["ncr_index"] = bank_index(ncr.index, args.num_samples, ncr.nprobe)
+        result["ncr_refresh_recall"], result["ncr_refresh_again_s"], result["ncr_exact_refresh_s"] = (
+            compare_with_exact(ncr, bank))  # fmt: skip
+    result["ratio"] = {n: statistics.median(t / c for t, c in zip(ts, ce, strict=True)) for n, ts in per_round.items()}
+    result["step_ms"] = {n: 1e3 * statistics.median(ts) for n, ts in per_round.items()}
     return result
 
 
@@ -188,18 +209,19 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
         "| strategy | step (ms, median) | × CE (median of per-round ratios) | target |",
         "|---|---|---|---|",
     ]
-    index, nprobe = result["ncr_index"]
-    refresh_note = (
-        f"NCR (dataset) includes its bank refresh (index `{index}`, nprobe {nprobe}), "
-        f"{result['ncr_refresh_s']:.3f} s per epoch (median) over {args.num_samples} samples, amortised over "
-        f"{args.num_samples // args.batch_size} steps ({result['ncr_steps_only_ratio']:.3f}× CE without it); "
-        f"recall@10 against exact search {result['ncr_refresh_recall']:.4f}. Back to back, this refresh took "
-        f"{result['ncr_refresh_again_s']:.3f} s and an exact one (`Flat`) {result['ncr_exact_refresh_s']:.3f} s."
-    )
-    for name in VARIANTS:
+    for name in args.variants:
         target = f"≤ {TARGETS[name]:.2f}×" if name in TARGETS else ""
         lines.append(f"| {name} | {result['step_ms'][name]:.1f} | {result['ratio'][name]:.3f} | {target} |")
-    return "\n".join([*lines, "", refresh_note]) + "\n"
+    if "ncr_index" in result:
+        index, nprobe = result["ncr_index"]
+        lines += ["", (
+            f"NCR (dataset) includes its bank refresh (index `{index}`, nprobe {nprobe}), "
+            f"{result['ncr_refresh_s']:.3f} s per epoch (median) over {args.num_samples} samples, amortised over "
+            f"{args.num_samples // args.batch_size} steps ({result['ncr_steps_only_ratio']:.3f}× CE without it); "
+            f"recall@10 against exact search {result['ncr_refresh_recall']:.4f}. Back to back, this refresh took "
+            f"{result['ncr_refresh_again_s']:.3f} s and an exact one (`Flat`) {result['ncr_exact_refresh_s']:.3f} s."
+        )]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -211,10 +233,20 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=20_000, help="training-set size (per-sample state)")
     parser.add_argument("--bank", help="real features for NCR's refresh: (N, D) .npy, or a .ckpt of "
                         "configs/fashion_mnist/ce.yaml to extract them from (sets --num-samples)")  # fmt: skip
+    parser.add_argument("--variants", type=lambda text: text.split(","), default=list(VARIANTS),
+                        help=f"comma-separated subset of: {', '.join(VARIANTS)} (CE is always timed)")
+    parser.add_argument("--glibc-trim", action="store_true",
+                        help="keep glibc's default heap trimming (robustlabels.fit turns it off)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="write the markdown table here")
     parser.add_argument("--json", help="write raw numbers here")
     args = parser.parse_args()
+    if not args.glibc_trim:
+        keep_freed_heap()  # as `python -m robustlabels.fit` does
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; choose from: {', '.join(VARIANTS)}")
+    args.variants = ["CE", *(name for name in args.variants if name != "CE")]
     result = run(args)
     table = markdown(result, args)
     print(table)

@@ -23,6 +23,7 @@ import robustlabels.strategies as _strategies  # noqa: F401
 from robustlabels.callbacks import RunSummary
 from robustlabels.data import NoisyLabelDataModule
 from robustlabels.errors import InputError
+from robustlabels.memory import keep_freed_heap
 from robustlabels.module import RobustModule
 
 
@@ -84,6 +85,7 @@ def main(args: list[str] | None = None) -> int:
     from jsonargparse import ArgumentError
 
     argv = list(sys.argv[1:] if args is None else args)
+    keep_freed_heap()
     # Lightning-internal deprecation chatter that users cannot act on.
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")

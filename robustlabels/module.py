@@ -87,13 +87,11 @@ class RobustModule(pl.LightningModule):
             for net in self.nets:
                 net.remove_head_bias()
         self.gradient_clip_per_network = gradient_clip_per_network
-        bind = getattr(self.strategy, "bind", None)
-        if callable(bind):  # strategies that score samples in eval mode (NestedCoTeaching)
-            bind(self.eval_logits)
         self._prefix_tallies: dict[str, PrefixTally] = {}
         self.channels_last = channels_last and len(input_shape) == 3
         if self.channels_last:
             self.nets.to(memory_format=torch.channels_last)
+        self.strategy.bind(self)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.num_classes = num_classes
         # Per-epoch training sums, one in-place add per step (torchmetrics objects cost ~0.1 ms per update):
@@ -115,11 +113,13 @@ class RobustModule(pl.LightningModule):
             self.strategy.setup_data(inputs=train.inputs, targets=train.targets, num_classes=self.num_classes)
 
     # ---- forward ------------------------------------------------------------------------------------
-    def forward_all(self, inputs: Tensor) -> Forward:
-        """Features ``(B, D)`` and logits ``(B, C)`` of every network."""
-        if self.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        features = tuple(net.forward_features(inputs) for net in self.nets)
+    def forward_all(self, inputs: Tensor | Sequence[Tensor]) -> Forward:
+        """Features ``(B, D)`` and logits ``(B, C)`` of every network, on shared inputs or one tensor per network."""
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        if isinstance(inputs, Tensor):  # one layout conversion, shared
+            inputs = [inputs.contiguous(memory_format=layout)] * len(self.nets)
+        inputs = [x.contiguous(memory_format=layout) for x in inputs]
+        features = tuple(net.forward_features(x) for net, x in zip(self.nets, inputs, strict=True))
         if self.nested_dropout is None:
             head_inputs = features
         elif getattr(self.strategy, "shared_nested_k", True):
@@ -172,7 +172,7 @@ class RobustModule(pl.LightningModule):
 
     def compute_loss(self, batch: Batch) -> tuple[Tensor, StepResult, Forward]:
         """The training loss of one batch: the strategy's loss, then each regularizer's term."""
-        out = self.forward_all(batch.inputs)
+        out = self.forward_all(self.strategy.network_inputs(batch))
         result = self.strategy.compute_loss(batch, out)
         loss = result.loss
         for reg in self.regularizers:
@@ -292,6 +292,10 @@ class RobustModule(pl.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.strategy.after_optimizer_step()
 
     def configure_gradient_clipping(
         self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None

@@ -28,6 +28,7 @@ from robustlabels.regularizers.neighbor_consistency import (
     ncr_term,
     neighbor_weights,
 )
+from robustlabels.strategies.elr_plus import ELRPlus
 from robustlabels.types import Batch, Forward
 
 WORLD = 2
@@ -86,6 +87,17 @@ def new_elr() -> ELR:
     return elr
 
 
+def new_elr_plus() -> ELRPlus:
+    """Unbound (no weight averages, no mixup): each network's targets follow its peer's logits."""
+    strategy = ELRPlus(momentum=0.7, weight=3.0)
+    strategy.setup(num_samples=NUM_SAMPLES, num_classes=NUM_CLASSES)
+    return strategy
+
+
+def two_networks(features: Tensor, logits: Tensor) -> Forward:
+    return Forward((features, features), (logits, logits.flip(1)))
+
+
 def new_bank() -> NeighborConsistency:
     ncr = NeighborConsistency(pool="dataset", k=NCR_K, temperature=2.0, start_epoch=0)
     ncr.setup(num_samples=NUM_SAMPLES, num_classes=NUM_CLASSES)
@@ -121,14 +133,15 @@ def _rank_results(rank: int) -> dict[str, Any]:
     results["ncr_loss"] = results["ncr_loss"].detach()
     results["ncr_grad"] = torch.cat([local_f.grad, local_z.grad], dim=1)
 
-    elr, bank, results["elr_loss"] = new_elr(), new_bank(), []
+    elr, elr_plus, bank, results["elr_loss"] = new_elr(), new_elr_plus(), new_bank(), []
     for step in range(len(STEP_INDEX)):
         index, features, logits = step_data(step)
         mine = rank_slice(rank, step_sizes(step))
         loss = elr(make_batch(index[mine]), Forward((features[mine],), (logits[mine],)))
         results["elr_loss"].append(loss)
+        elr_plus.compute_loss(make_batch(index[mine]), two_networks(features[mine], logits[mine]))
         bank.update_bank(index[mine], features[mine], logits[mine])
-    results["elr_targets"] = elr.targets
+    results["elr_targets"], results["elr_plus_targets"] = elr.targets, elr_plus.targets
     results["bank_features"], results["bank_probs"] = bank.bank_features, bank.bank_probs
     return results
 
@@ -203,6 +216,16 @@ def test_elr_targets_match_one_process_on_the_union_batch(ranks: list[dict[str, 
     for result in ranks:
         assert torch.allclose(result["elr_targets"], elr.targets, atol=1e-7)
     assert torch.equal(ranks[0]["elr_targets"], ranks[1]["elr_targets"])
+
+
+def test_elr_plus_targets_of_both_networks_match_one_process(ranks: list[dict[str, Any]]) -> None:
+    strategy = new_elr_plus()
+    for step in range(len(STEP_INDEX)):
+        index, features, logits = step_data(step)
+        strategy.compute_loss(make_batch(index), two_networks(features, logits))
+    assert not torch.allclose(strategy.targets[0], strategy.targets[1])  # each from its own peer
+    for result in ranks:
+        assert torch.allclose(result["elr_plus_targets"], strategy.targets, atol=1e-7)
 
 
 def test_ncr_dataset_bank_is_identical_on_ranks_and_matches_one_process(ranks: list[dict[str, Any]]) -> None:

@@ -11,11 +11,13 @@ A **suite** (``experiments/<name>/suite.yaml``)::
         strategy_overrides: {elr: {...}}      # optional, per strategy, for this dataset
         settings:
           - {noise: symmetric, rate: 0.4, overrides: {...}, strategy_overrides: {elr: {...}}}
+          - {noise: pairflip, rate: 0.45, strategies: [ce, co_teaching]}   # optional: only these here
     strategies:
       ce: {overrides: {model: {strategy: {class_path: CrossEntropy}}}}
     paper:                                    # optional reference numbers, in %
       - {dataset: digits, noise: symmetric, rate: 0.4, strategy: ce, final_test_acc: 60.0, source: "..."}
 
+Top-level keys starting with ``x-`` are ignored: they hold YAML anchors that settings reuse (``<<: *name``).
 ``noise`` and ``rate`` name a setting (its folder ``<noise>-<rate>`` and its row in the report); the noise
 itself comes from the setting's ``overrides``. A **cell** is dataset × setting × strategy × seed; how its
 config is merged from these layers is in :mod:`robustlabels.experiments.configs`, and how it runs in
@@ -39,7 +41,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer"}
 DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides"}
-SETTING_KEYS = {"noise", "rate", "overrides", "strategy_overrides"}
+SETTING_KEYS = {"noise", "rate", "overrides", "strategy_overrides", "strategies"}
 PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "final_test_acc", "source"}
 
 
@@ -51,12 +53,18 @@ def repo_root() -> Path:
 # ---- the suite ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setting:
-    """One noise setting of a dataset: a label (``noise``, ``rate``) and the overrides that realise it."""
+    """One noise setting of a dataset: a label (``noise``, ``rate``), the overrides that realise it and,
+    optionally, the only strategies that run in it (e.g. the ones a paper reports for that setting)."""
 
     noise: str
     rate: float
     overrides: dict[str, Any] = field(default_factory=dict)
     strategy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    strategies: tuple[str, ...] | None = None  # None: every strategy of the suite
+
+    def runs(self, strategy: str) -> bool:
+        """Whether ``strategy`` has cells in this setting."""
+        return self.strategies is None or strategy in self.strategies
 
     @property
     def label(self) -> str:
@@ -149,7 +157,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         InputError: one line naming the bad key or value.
     """
     path = resolve_suite(name_or_path)
-    raw = read_yaml(path, "suite")
+    raw = {k: v for k, v in read_yaml(path, "suite").items() if not str(k).startswith("x-")}  # YAML anchors
     _check_keys(raw, SUITE_KEYS, {"seeds", "datasets", "strategies"}, "suite")
     strategies = _parse_strategies(raw["strategies"])
     datasets = {
@@ -262,9 +270,18 @@ def _parse_dataset(name: str, entry: Any, strategies: dict[str, Any]) -> Dataset
 def _parse_setting(where: str, entry: Any, strategies: dict[str, Any]) -> Setting:
     entry = _mapping(entry, where)
     _check_keys(entry, SETTING_KEYS, {"noise", "rate"}, where)
+    only = entry.get("strategies")
+    if only is not None:
+        if not isinstance(only, list) or not only:
+            raise InputError(f"`{where}.strategies` must be a non-empty list of strategy names; got {only!r}")
+        unknown = [name for name in only if name not in strategies]
+        if unknown:
+            raise InputError(f"`{where}.strategies` names an unknown strategy {unknown[0]!r}; known: "
+                             f"{', '.join(strategies)}")  # fmt: skip
     return Setting(
         noise=_name(entry["noise"], f"`{where}.noise`"),
         rate=_number(entry["rate"], f"{where}.rate"),
+        strategies=None if only is None else tuple(only),
         **_layers(entry, where, strategies),
     )
 
@@ -291,7 +308,8 @@ def _check_paper(suite: Suite) -> None:
     for number in suite.paper:
         dataset = suite.datasets.get(number.dataset)
         settings = dataset.settings if dataset else ()
-        matches = [s for s in settings if suite.paper_number(number.dataset, s, number.strategy) is number]
+        matches = [s for s in settings
+                   if suite.paper_number(number.dataset, s, number.strategy) is number and s.runs(number.strategy)]
         if not matches or number.strategy not in suite.strategies:
             raise InputError(
                 f"`paper` entry {number.dataset}/{number.noise}-{number.rate:g}/{number.strategy} "
@@ -332,4 +350,5 @@ def grid(
         for setting in suite.datasets[name].settings
         if setting.label in labels
         for strategy in _pick(strategies, list(suite.strategies), "strategy")
+        if setting.runs(strategy)
     ]

@@ -113,6 +113,41 @@ class SmallCNN(Backbone):
         return self.body(x)
 
 
+def _conv_bn_lrelu(in_channels: int, out_channels: int, padding: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=padding), nn.BatchNorm2d(out_channels),
+            nn.LeakyReLU(0.01, inplace=True)]  # fmt: skip
+
+
+@BACKBONES.register("cnn9")
+class CNN9(Backbone):
+    """The 9-layer CNN of Co-teaching (and of Co-teaching+, JoCoR): three blocks of 3×3 convolutions with
+    BatchNorm and LeakyReLU(0.01), 128-128-128 → max-pool → 256-256-256 → max-pool → 512-256-128 (unpadded),
+    global average pool, a linear head. Features ``D = 128``.
+
+    Dropout2d (p = ``dropout``) follows each max-pool in training mode only; the official code calls
+    ``F.dropout2d`` without ``training=...``, so it also drops channels at test time, a bug we do not copy.
+
+    Reference: Han et al., "Co-teaching", NeurIPS 2018, Table 3; code ``bhanML/Co-teaching`` ``model.py``.
+    """
+
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int, dropout: float = 0.25) -> None:
+        super().__init__()
+        channels = input_shape[0]
+        self.body = nn.Sequential(
+            *_conv_bn_lrelu(channels, 128, 1), *_conv_bn_lrelu(128, 128, 1), *_conv_bn_lrelu(128, 128, 1),
+            nn.MaxPool2d(2), nn.Dropout2d(dropout),
+            *_conv_bn_lrelu(128, 256, 1), *_conv_bn_lrelu(256, 256, 1), *_conv_bn_lrelu(256, 256, 1),
+            nn.MaxPool2d(2), nn.Dropout2d(dropout),
+            *_conv_bn_lrelu(256, 512, 0), *_conv_bn_lrelu(512, 256, 0), *_conv_bn_lrelu(256, 128, 0),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.feature_dim = 128
+        self.head = nn.Linear(128, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
 class _PreActBlock(nn.Module):
     """Pre-activation basic block (He et al., 2016): BN-ReLU-conv twice, identity or 1×1 shortcut."""
 
@@ -199,7 +234,7 @@ def create_backbone(
     """Build a backbone by registry name, falling back to a timm model name.
 
     Args:
-        name: ``mlp``, ``small_cnn``, ``preact_resnet18``, or a timm model name (``timm:NAME`` also works).
+        name: ``mlp``, ``small_cnn``, ``cnn9``, ``preact_resnet18``, or a timm model name (``timm:NAME`` also works).
         input_shape: ``(C, H, W)`` for images or ``(D,)`` for feature vectors, without the batch dim.
         num_classes: number of output logits.
         **kwargs: backbone-specific options (``hidden``, ``width``, ...).
@@ -215,4 +250,4 @@ def create_backbone(
         raise InputError(f"bad `backbone_kwargs` for backbone {name!r}: {err}") from None
 
 
-__all__ = ["BACKBONES", "MLP", "Backbone", "PreActResNet18", "SmallCNN", "TimmBackbone", "create_backbone"]
+__all__ = ["BACKBONES", "CNN9", "MLP", "Backbone", "PreActResNet18", "SmallCNN", "TimmBackbone", "create_backbone"]

@@ -3,6 +3,7 @@
 from robustlabels.strategies.adaptive_k import MKLSGD, AdaptiveK, TrimmedLoss
 from robustlabels.strategies.base import STRATEGIES, Strategy
 from robustlabels.strategies.co_teaching import CoTeaching
+from robustlabels.strategies.elr_plus import ELRPlus
 from robustlabels.strategies.nested_co_teaching import NestedCoTeaching
 from robustlabels.strategies.robust_losses import GCE, SCE
 from robustlabels.strategies.standard import CrossEntropy, Oracle
@@ -15,6 +16,7 @@ __all__ = [
     "AdaptiveK",
     "CoTeaching",
     "CrossEntropy",
+    "ELRPlus",
     "NestedCoTeaching",
     "Oracle",
     "Strategy",

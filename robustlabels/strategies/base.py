@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor, nn
 
 from robustlabels.registry import Registry
 from robustlabels.types import Batch, Forward, StepResult
 
+if TYPE_CHECKING:
+    from robustlabels.module import RobustModule
+
 
 class Strategy(nn.Module, ABC):
     """Base class of every training strategy.
 
     A strategy is an ``nn.Module`` so that its per-sample state (registered buffers) moves with the model
-    and is saved in checkpoints. ``RobustModule`` calls, in order: :meth:`setup` once the data size is
-    known, :meth:`on_train_epoch_start` each epoch, and :meth:`compute_loss` each step.
+    and is saved in checkpoints. ``RobustModule`` calls, in order: :meth:`bind` once its networks exist,
+    :meth:`setup` and :meth:`setup_data` once the data is known, :meth:`on_train_epoch_start` each epoch,
+    and each step :meth:`network_inputs`, :meth:`compute_loss` and, after the optimiser step,
+    :meth:`after_optimizer_step`.
 
     Class attributes:
         num_networks: how many independently initialised backbones the strategy trains.
@@ -26,6 +31,10 @@ class Strategy(nn.Module, ABC):
     num_networks: ClassVar[int] = 1
     uses_clean_labels: ClassVar[bool] = False
 
+    def bind(self, module: RobustModule) -> None:
+        """See the module once its networks are built (e.g. to copy them); do not keep ``module`` itself as an
+        attribute, which would register it as a submodule of its own child."""
+
     def setup(self, *, num_samples: int, num_classes: int) -> None:
         """Allocate state that depends on the training-set size ``N`` and class count ``C``."""
 
@@ -34,6 +43,14 @@ class Strategy(nn.Module, ABC):
 
     def on_train_epoch_start(self, epoch: int) -> None:
         """Advance epoch-level schedules (``epoch`` counts from 0)."""
+
+    def network_inputs(self, batch: Batch) -> Tensor | tuple[Tensor, ...]:
+        """The training inputs: one ``(B, ...)`` tensor for all networks (default: ``batch.inputs``) or one per
+        network (e.g. ELR+'s mixup)."""
+        return batch.inputs
+
+    def after_optimizer_step(self) -> None:
+        """Update state that follows the weights (e.g. weight averages) after each optimiser step."""
 
     @abstractmethod
     def compute_loss(self, batch: Batch, out: Forward) -> StepResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,9 @@ from robustlabels.strategies.co_teaching import (
     num_remember,
 )
 from robustlabels.types import Batch, Forward, StepResult
+
+if TYPE_CHECKING:
+    from robustlabels.module import RobustModule
 
 EvalLogits = Callable[[Sequence[Tensor]], tuple[Tensor, ...]]
 
@@ -108,10 +112,10 @@ class NestedCoTeaching(Strategy):
         """Whether both networks share one nested-dropout ``k`` per mini-batch: in stage 2 only."""
         return self.stage == 2
 
-    def bind(self, eval_logits: EvalLogits) -> None:
-        """Called by ``RobustModule``: ``eval_logits(inputs_per_net)`` scores each network's own inputs without
-        gradients, in eval mode, with the validation-optimal nested mask."""
-        self._eval_logits = eval_logits
+    def bind(self, module: RobustModule) -> None:
+        """Keep ``module.eval_logits(inputs_per_net)``, which scores each network's own inputs without gradients,
+        in eval mode, with the validation-optimal nested mask."""
+        self._eval_logits = module.eval_logits
 
     def on_train_epoch_start(self, epoch: int) -> None:
         self.stage = 1 if epoch < self.stage1_epochs else 2

@@ -109,10 +109,25 @@ def test_grid_is_seed_major_and_filters(tmp_path: Path) -> None:
         grid(suite, strategies=["elr"])
 
 
+def test_a_setting_can_limit_its_strategies_and_x_keys_hold_anchors(tmp_path: Path) -> None:
+    settings = [{"noise": "symmetric", "rate": 0.4}, {"noise": "pairflip", "rate": 0.3, "strategies": ["oracle"]}]
+    paper = [{**BAD_PAPER[0], "noise": "pairflip", "rate": 0.3, "strategy": "oracle"}]
+    suite = load_suite(write_suite(tmp_path, {**SUITE, **one_dataset(settings=settings), "paper": paper,
+                                              "x-anchor": {"anything": 1}}))  # fmt: skip
+    assert [(c.setting, c.strategy) for c in grid(suite, seeds=[0])] == [
+        ("symmetric-0.4", "ce"), ("symmetric-0.4", "oracle"), ("pairflip-0.3", "oracle")]  # fmt: skip
+    assert grid(suite, settings=["pairflip-0.3"], strategies=["ce"]) == []
+    with pytest.raises(InputError, match="names no dataset, setting and strategy"):  # ce does not run there
+        load_suite(write_suite(tmp_path, {**SUITE, **one_dataset(settings=settings), "paper": [
+            {**paper[0], "strategy": "ce"}]}))  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"colour": "red"}, "unknown key 'colour'"),
+        (one_dataset(settings=[{"noise": "symmetric", "rate": 0.4, "strategies": ["elr"]}]), "unknown strategy 'elr'"),
+        (one_dataset(settings=[{"noise": "symmetric", "rate": 0.4, "strategies": []}]), "non-empty list"),
         ({"seeds": [0, 0]}, "distinct integers"),
         ({"paper": BAD_PAPER}, "names no dataset, setting and strategy"),
         (one_dataset(settings=[{"noise": "symmetric", "rate": 0.4}], strategy_overrides={"elr": {}}), "'elr'"),
@@ -139,14 +154,14 @@ def test_cifar10_suite_uses_elr_presets_per_setting() -> None:
     assert asym["model"]["regularizers"] == [{"class_path": "ELR", "init_args": {"momentum": 0.9, "weight": 1.0}}]
     assert sym["data"]["init_args"]["noise"]["init_args"] == {"rate": 0.8, "include_true_class": True}
     assert asym["model"]["lr_scheduler"]["init_args"] == {"milestones": [40, 80], "gamma": 0.01}
-    assert [n.final_test_acc for n in suite.paper] == [91.16, 89.15, 86.12, 73.86, 90.12]
+    assert [n.final_test_acc for n in suite.paper if n.strategy == "elr"] == [91.16, 89.15, 86.12, 73.86, 90.12]
 
 
 def test_cifar10_suite_runs_ncr_beside_elr_with_the_official_settings_per_noise_level() -> None:
     from robustlabels.regularizers import NeighborConsistency
 
     suite = load_suite("cifar10-gpu")
-    assert list(suite.strategies) == ["ce", "elr", "ncr_batch", "ncr_dataset"]  # the report's column order
+    assert list(suite.strategies)[:4] == ["ce", "elr", "ncr_batch", "ncr_dataset"]  # the report's column order
     k_and_start = {"symmetric-0.2": (10, 12), "symmetric-0.4": (100, 12), "symmetric-0.6": (100, 12),
                    "symmetric-0.8": (5, 12), "asymmetric-0.4": (10, 9)}  # fmt: skip
     for setting, (k, start) in k_and_start.items():
@@ -157,6 +172,34 @@ def test_cifar10_suite_runs_ncr_beside_elr_with_the_official_settings_per_noise_
             assert config["model"]["strategy"] == {"class_path": "CrossEntropy"}
             assert NeighborConsistency(**init_args).pool == pool.get("pool", "batch")
     assert build_config(suite, Cell("cifar10", "asymmetric-0.4", "ncr_batch", 0))["trainer"]["max_epochs"] == 120
+
+
+def test_cifar10_suite_runs_two_network_strategies_in_their_papers_settings_and_recipes() -> None:
+    suite = load_suite("cifar10-gpu")
+    by_strategy: dict[str, set[str]] = {}
+    for cell in grid(suite):
+        by_strategy.setdefault(cell.strategy, set()).add(cell.setting)
+    co_teaching_settings = {"symmetric_excl-0.2", "symmetric_excl-0.5", "pairflip-0.45"}
+    for name in ("co_teaching", "nested_dropout", "nested_co_teaching"):
+        assert by_strategy[name] == co_teaching_settings
+    assert by_strategy["elr_plus"] == by_strategy["elr"] and {"symmetric-0.5", "symmetric-0.9"} <= by_strategy["elr"]
+    assert co_teaching_settings < by_strategy["ce"]
+    for setting in co_teaching_settings:
+        for strategy in ("ce", "nested_co_teaching"):
+            config = build_config(suite, Cell("cifar10", setting, strategy, 0))
+            assert config["model"]["backbone"] == "cnn9" and config["trainer"]["max_epochs"] == 200
+            assert config["model"]["optimizer"] == {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
+            assert config["model"]["lr_scheduler"]["init_args"]["decay_beta1"] == 0.1
+        rate = suite.datasets["cifar10"].setting(setting).rate
+        coteach = build_config(suite, Cell("cifar10", setting, "co_teaching", 0))["model"]["strategy"]["init_args"]
+        assert coteach == {"forget_rate": rate, "num_gradual": 10}
+        noise = build_config(suite, Cell("cifar10", setting, "ce", 0))["data"]["init_args"]["noise"]["init_args"]
+        assert noise.get("include_true_class", False) is False  # as Co-teaching's noise: 50% means 50% wrong
+    asym = build_config(suite, Cell("cifar10", "asymmetric-0.4", "elr_plus", 0))
+    assert asym["model"]["strategy"] == {"class_path": "ELRPlus", "init_args": {"preset": "cifar10_asym"}}
+    assert asym["trainer"]["max_epochs"] == 200 and asym["model"]["lr_scheduler"]["init_args"]["milestones"] == [150]
+    numbers = {(n.strategy, f"{n.noise}-{n.rate:g}"): n.final_test_acc for n in suite.paper}
+    assert numbers[("co_teaching", "pairflip-0.45")] == 72.62 and numbers[("elr_plus", "symmetric-0.9")] == 78.7
 
 
 def test_threads_are_shared_between_parallel_cells() -> None:

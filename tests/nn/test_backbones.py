@@ -8,7 +8,7 @@ import torch
 from robustlabels.errors import InputError
 from robustlabels.nn.backbones import BACKBONES, create_backbone
 
-SHAPES = {"mlp": (1, 8, 8), "small_cnn": (1, 28, 28), "preact_resnet18": (3, 32, 32)}
+SHAPES = {"mlp": (1, 8, 8), "small_cnn": (1, 28, 28), "cnn9": (3, 32, 32), "preact_resnet18": (3, 32, 32)}
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())

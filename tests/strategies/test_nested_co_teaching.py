@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -93,7 +94,7 @@ def test_stage2_selects_half_batches_with_the_eval_scores(noisy_batch: Batch) ->
         return eval_z
 
     strategy = NestedCoTeaching(stage1_epochs=0, forget_rate=0.5)
-    strategy.bind(eval_logits)
+    strategy.bind(SimpleNamespace(eval_logits=eval_logits))  # type: ignore[arg-type]
     strategy.on_train_epoch_start(0)
     train_z = (torch.randn(16, 4, generator=gen, requires_grad=True),
                torch.randn(16, 4, generator=gen, requires_grad=True))  # fmt: skip
