@@ -86,6 +86,8 @@ class RobustModule(pl.LightningModule):
         if nested_dropout is not None:
             for net in self.nets:
                 net.remove_head_bias()
+            if len(self.nets) > 1:
+                nested_dropout.network_k = torch.zeros(len(self.nets), dtype=torch.long)
         self.gradient_clip_per_network = gradient_clip_per_network
         self._prefix_tallies: dict[str, PrefixTally] = {}
         self.channels_last = channels_last and len(input_shape) == 3
@@ -131,19 +133,19 @@ class RobustModule(pl.LightningModule):
     @torch.no_grad()
     def eval_logits(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """``(B_i, C)`` logits of network ``i`` on ``inputs[i]``, without gradients, in eval mode (nested dropout
-        at ``best_k``); the training modes are restored afterwards."""
+        at the network's own validation-optimal ``K``); the training modes are restored afterwards."""
         parts = [*self.nets, *([self.nested_dropout] if self.nested_dropout is not None else [])]
         modes = [part.training for part in parts]
         try:
             for part in parts:
                 part.eval()
             logits = []
-            for net, x in zip(self.nets, inputs, strict=True):
+            for i, (net, x) in enumerate(zip(self.nets, inputs, strict=True)):
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 features = net.forward_features(x)
                 if self.nested_dropout is not None:
-                    features = self.nested_dropout(features)
+                    features = self.nested_dropout(features, self.nested_dropout.network_limit(i, features.shape[1]))
                 logits.append(net.forward_head(features))
             return tuple(logits)
         finally:
@@ -251,8 +253,13 @@ class RobustModule(pl.LightningModule):
         val = self._prefix_tallies.get("val")
         if val is not None and val.sums is not None and val.counts is not None:
             k = select_k(val.sums[0], float(val.counts[0]), penalty=self.nested_dropout.penalty)
+            own_k = [select_k(own, float(val.counts[0]), penalty=self.nested_dropout.penalty)
+                     for own in val.sums[3:]] if len(self.nets) > 1 else []  # fmt: skip
             if not self.trainer.sanity_checking:
                 self.nested_dropout.best_k.fill_(k)
+                self.nested_dropout.network_k.copy_(torch.tensor(own_k, dtype=torch.long))
+            for i, k_i in enumerate(own_k):
+                self.log(f"val/nested_k_net{i}", float(k_i))
         else:  # no validation split: report the test split at the K in use
             sums = next((t.sums for t in self._prefix_tallies.values() if t.sums is not None), None)
             if sums is None:

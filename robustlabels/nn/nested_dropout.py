@@ -79,10 +79,13 @@ class NestedDropout(nn.Module):
         penalty: the ``penalty·K`` subtracted from the validation accuracy of prefix ``K`` (1e-5 there).
 
     Attributes:
-        best_k: 0-d int64 buffer, the validation-optimal number of kept channels; 0 (all channels) until the
-            first validation epoch of ``fit``. Re-selected every validation epoch, so it fits the current
-            weights; the official code keeps the ``K`` of its best-validation checkpoint, which a
-            ``ModelCheckpoint(monitor="val/acc")`` reproduces (the buffer is saved with the weights).
+        best_k: 0-d int64 buffer, the validation-optimal number of kept channels of the model (the mean of the
+            networks' logits); 0 (all channels) until the first validation epoch of ``fit``. Re-selected every
+            validation epoch, so it fits the current weights; the official code keeps the ``K`` of its
+            best-validation checkpoint, which a ``ModelCheckpoint(monitor="val/acc")`` reproduces (the buffer
+            is saved with the weights).
+        network_k: ``(M,)`` int64 buffer, with ``M > 1`` networks: each network's own validation-optimal
+            ``K`` (0 until selected), as each official stage-1 run keeps its own; :meth:`network_limit`.
 
     Reference: Chen et al., "Boosting Co-teaching with Compression Regularization for Label Noise",
     CVPR Workshops (L2ID) 2021; Rippel et al., "Learning Ordered Representations with Nested Dropout", 2014.
@@ -98,6 +101,7 @@ class NestedDropout(nn.Module):
             raise InputError(f"`penalty` must be >= 0; got {penalty!r}")
         self.sigma, self.penalty = float(sigma), float(penalty)
         self.register_buffer("best_k", torch.zeros((), dtype=torch.long))
+        self.register_buffer("network_k", torch.zeros(0, dtype=torch.long))  # sized by RobustModule
         self._cdf: dict[int, list[float]] = {}  # per feature dim, on the host: sampling needs no device sync
 
     def draw_k(self, dim: int, *, generator: torch.Generator | None = None) -> int:
@@ -116,6 +120,13 @@ class NestedDropout(nn.Module):
             return prefix_mask(features, k)
         limit = torch.where(self.best_k > 0, self.best_k, features.shape[1])  # no host sync
         return prefix_mask(features, limit)
+
+    def network_limit(self, network: int, dim: int) -> Tensor:
+        """0-d prefix length for network ``network`` in eval mode: its own ``K``, else ``best_k``, else ``dim``."""
+        model_k = torch.where(self.best_k > 0, self.best_k, dim)
+        if network >= len(self.network_k):
+            return model_k
+        return torch.where(self.network_k[network] > 0, self.network_k[network], model_k)
 
     def apply_shared(self, features: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """Mask every network's features; in training, with one ``k`` for the whole mini-batch."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,12 +18,27 @@ from robustlabels.strategies.co_teaching import (
     kept_clean_fraction,
     num_remember,
 )
+from robustlabels.strategies.standard import masked_mean
 from robustlabels.types import Batch, Forward, StepResult
 
 if TYPE_CHECKING:
     from robustlabels.module import RobustModule
 
 EvalLogits = Callable[[Sequence[Tensor]], tuple[Tensor, ...]]
+SUBSET_SEEDS = (123, 321)  # the official data/clothing1M_rand_subset.py seeds of the two networks
+
+
+def class_balanced_subset(labels: np.ndarray, num_classes: int, *, seed: int) -> np.ndarray:
+    """``(N,)`` bool mask: for every class, ``min_c count(c)`` of its samples drawn without replacement.
+
+    Classes are the given (noisy) labels; a class with no sample gives an empty subset, as its minimum is 0.
+    """
+    counts = np.bincount(labels, minlength=num_classes)
+    per_class, rng = int(counts.min()), np.random.default_rng(seed)
+    mask = np.zeros(len(labels), dtype=bool)
+    for c in range(num_classes):
+        mask[rng.choice(np.flatnonzero(labels == c), per_class, replace=False)] = True
+    return mask
 
 
 @STRATEGIES.register("nested_co_teaching")
@@ -33,14 +49,17 @@ class NestedCoTeaching(Strategy):
 
     * **Stage 1** (epochs ``0 .. stage1_epochs − 1``): the two networks are trained independently, each with
       plain cross-entropy on the whole batch; the loss is the sum of the two (no shared parameters, so each
-      network gets exactly the gradient of its own CE).
+      network gets exactly the gradient of its own CE). With ``stage1_subsets``, network ``i`` only learns
+      from the samples of its own class-balanced random subset (:func:`class_balanced_subset`, seeds 123 and
+      321 as officially): its CE is averaged over the batch's members of that subset.
     * **Stage 2** (from epoch ``stage1_epochs``): co-teaching fine-tuning. Each batch is split in halves
-      ``B1`` (first half, net 0) and ``B2`` (second half, net 1). Without gradients, in eval mode and with the
-      validation-optimal nested mask ``best_k``, net 0 scores ``B1`` and net 1 scores ``B2`` (per-sample CE);
-      each keeps its ``⌊(1 − τ_e)·|B/2|⌋`` smallest; net 0 is updated on net 1's selection from ``B2`` and
-      net 1 on net 0's selection from ``B1``, from the ordinary training-mode forward pass with a freshly
-      sampled nested mask. ``τ_e`` follows :func:`forget_rate_schedule` counted from the start of stage 2;
-      ``num_gradual = 0`` (the default, as in all the official fine-tune scripts) keeps it constant.
+      ``B1`` (first half, net 0) and ``B2`` (second half, net 1). Without gradients, in eval mode and each
+      with its own validation-optimal nested mask (``NestedDropout.network_k``), net 0 scores ``B1`` and net 1
+      scores ``B2`` (per-sample CE); each keeps its ``⌊(1 − τ_e)·|B/2|⌋`` smallest; net 0 is updated on net
+      1's selection from ``B2`` and net 1 on net 0's selection from ``B1``, from the ordinary training-mode
+      forward pass with a freshly sampled nested mask. ``τ_e`` follows :func:`forget_rate_schedule` counted
+      from the start of stage 2; ``num_gradual = 0`` (the default, as in all the official fine-tune scripts)
+      keeps it constant.
     * At the switch the optimizer state (momentum, Adam moments) is cleared and, if ``stage2_lr`` is given,
       every parameter group's learning rate is set to it: the official stage 2 starts a fresh optimizer from
       the stage-1 checkpoints with a smaller learning rate. The switch is recorded in the ``switched`` buffer,
@@ -51,10 +70,11 @@ class NestedCoTeaching(Strategy):
     co-teaching with nested dropout from random initialisation.
 
     Simplifications against the official code:
-        - stage 1 uses the full training set for both networks, in the same batches (the optional two
-          class-balanced subsets are not implemented; the official stage 1 trains the networks in separate
-          runs). Each network draws its own nested ``k`` per mini-batch in stage 1 (:attr:`shared_nested_k`),
-          and both share one ``k`` in stage 2, as in the official code;
+        - stage 1 trains both networks in one run on the same batches (officially two separate runs); with
+          ``stage1_subsets`` each network's loss is masked to its subset, so an epoch passes once over both
+          subsets, with fewer samples per step. Each network draws its own nested ``k`` per mini-batch in
+          stage 1 (:attr:`shared_nested_k`), and both share one ``k`` in stage 2, as in the official code;
+        - stage 2 trains on the whole training set (the subsets are stage 1's only);
         - stage 2 continues the two networks of the same run (one checkpoint holds both) instead of loading
           two separately trained checkpoints;
         - the gradient step reuses the training-mode forward of the whole batch (BatchNorm statistics over
@@ -72,6 +92,8 @@ class NestedCoTeaching(Strategy):
         forget_rate: ``τ`` of stage 2 (0.2 for CIFAR / ANIMAL-10N, 0.3 for Clothing1M in the official scripts).
         num_gradual: epochs of the linear ramp of ``τ`` in stage 2 (0: constant, the official setting).
         stage2_lr: learning rate set at the switch (None: keep the current one).
+        stage1_subsets: train each network of stage 1 on its own class-balanced random subset (per class, the
+            smallest class's count of given labels), as the official Clothing1M runs do.
 
     Logs ``stage`` and, in stage 2, ``keep_frac``, ``forget_rate`` and (clean labels known, evaluation only)
     ``kept_clean_frac``.
@@ -90,6 +112,7 @@ class NestedCoTeaching(Strategy):
         forget_rate: float = 0.2,
         num_gradual: int = 0,
         stage2_lr: float | None = None,
+        stage1_subsets: bool = False,
     ) -> None:
         super().__init__()
         if stage1_epochs < 0:
@@ -101,6 +124,8 @@ class NestedCoTeaching(Strategy):
         self.forget_rate = check_interval("forget_rate", forget_rate, low=0.0, high=1.0, closed="left")
         self.stage1_epochs, self.num_gradual, self.stage2_lr = stage1_epochs, num_gradual, stage2_lr
         self.register_buffer("switched", torch.zeros((), dtype=torch.bool))
+        self.stage1_subsets = stage1_subsets
+        self.register_buffer("subsets", torch.zeros(0, 0, dtype=torch.bool))  # (2, N) with stage1_subsets
         self.stage = 1 if stage1_epochs > 0 else 2
         self.rate = 0.0
         self.pending_optimizer_reset = False  # read and cleared by RobustModule.on_train_epoch_start
@@ -117,6 +142,17 @@ class NestedCoTeaching(Strategy):
         in eval mode, with the validation-optimal nested mask."""
         self._eval_logits = module.eval_logits
 
+    def setup(self, *, num_samples: int, num_classes: int) -> None:
+        if self.stage1_subsets and self.subsets.shape != (2, num_samples):
+            self.subsets = torch.zeros(2, num_samples, dtype=torch.bool, device=self.subsets.device)
+
+    def setup_data(self, *, inputs: Tensor, targets: Tensor, num_classes: int) -> None:
+        """Draw the two class-balanced subsets from the given labels (``stage1_subsets`` only)."""
+        if self.stage1_subsets:
+            labels = targets.cpu().numpy()
+            masks = [class_balanced_subset(labels, num_classes, seed=seed) for seed in SUBSET_SEEDS]
+            self.subsets.copy_(torch.from_numpy(np.stack(masks)))
+
     def on_train_epoch_start(self, epoch: int) -> None:
         self.stage = 1 if epoch < self.stage1_epochs else 2
         if self.stage == 2:
@@ -129,8 +165,13 @@ class NestedCoTeaching(Strategy):
 
     def compute_loss(self, batch: Batch, out: Forward) -> StepResult:
         if self.stage == 1:
-            loss_a, loss_b = (F.cross_entropy(z.float(), batch.targets) for z in out.logits)
-            return StepResult(loss_a + loss_b, {"stage": 1.0})
+            if not self.stage1_subsets:
+                loss_a, loss_b = (F.cross_entropy(z.float(), batch.targets) for z in out.logits)
+                return StepResult(loss_a + loss_b, {"stage": 1.0})
+            members = self.subsets.index_select(1, batch.index)  # (2, B)
+            loss = sum(masked_mean(F.cross_entropy(z.float(), batch.targets, reduction="none"), members[i])
+                       for i, z in enumerate(out.logits))  # fmt: skip
+            return StepResult(loss, {"stage": 1.0, "subset_frac": members.float().mean()})
         size = len(batch.targets)
         if size < 2:  # no halves to split: nothing to select from, plain CE as in stage 1
             loss_a, loss_b = (F.cross_entropy(z.float(), batch.targets) for z in out.logits)

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -20,6 +21,7 @@ from robustlabels.module import RobustModule
 from robustlabels.nn.nested_dropout import NestedDropout, prefix_mask
 from robustlabels.noise import SymmetricNoise
 from robustlabels.strategies import STRATEGIES, NestedCoTeaching
+from robustlabels.strategies.nested_co_teaching import class_balanced_subset
 from robustlabels.types import Batch, Forward
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,19 +114,47 @@ def test_stage2_selects_half_batches_with_the_eval_scores(noisy_batch: Batch) ->
     assert float(result.logs["kept_clean_frac"]) == pytest.approx(float(clean_frac))
 
 
-def test_module_eval_logits_use_eval_mode_and_the_best_k() -> None:
+def test_module_eval_logits_use_eval_mode_and_each_networks_own_k() -> None:
     dm = blobs()
     dm.setup("fit")
     model = module(dm, NestedCoTeaching(stage1_epochs=0))
     model.nested_dropout.best_k.fill_(3)
+    model.nested_dropout.network_k.copy_(torch.tensor([5, 0]))  # net 1 not selected yet: falls back to best_k
     model.train()
     x = torch.randn(5, *dm.input_shape)
     got = model.eval_logits([x, x])
     assert all(net.training for net in model.nets) and model.nested_dropout.training  # modes restored
     assert not got[0].requires_grad
     model.eval()
-    for net, z in zip(model.nets, got, strict=True):
-        torch.testing.assert_close(z, net.forward_head(prefix_mask(net.forward_features(x), 3)))
+    for net, z, k in zip(model.nets, got, (5, 3), strict=True):
+        torch.testing.assert_close(z, net.forward_head(prefix_mask(net.forward_features(x), k)))
+    assert not torch.allclose(got[0], model.nets[0].forward_head(prefix_mask(model.nets[0].forward_features(x), 3)))
+
+
+def test_class_balanced_subsets_by_hand() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])  # smallest class: 2 samples
+    mask = class_balanced_subset(labels, 3, seed=123)
+    assert np.bincount(labels[mask], minlength=3).tolist() == [2, 2, 2]
+    assert mask[[3, 4]].all()  # class 1 is kept whole
+    other = class_balanced_subset(labels, 3, seed=321)
+    assert not np.array_equal(mask, other) and np.array_equal(mask, class_balanced_subset(labels, 3, seed=123))
+    assert not class_balanced_subset(labels, 4, seed=0).any()  # an empty class: empty subsets
+
+
+def test_stage1_subsets_mask_each_networks_loss(noisy_batch: Batch) -> None:
+    strategy = NestedCoTeaching(stage1_epochs=5, stage1_subsets=True)
+    labels = torch.arange(32) % 4
+    labels[:6] = 0  # counts 12, 6, 7, 7: each subset holds 6 per class
+    strategy.setup(num_samples=32, num_classes=4)
+    strategy.setup_data(inputs=torch.zeros(32, 1), targets=labels, num_classes=4)
+    members = strategy.subsets
+    assert members.shape == (2, 32) and members.sum(1).tolist() == [24, 24] and (members[0] != members[1]).any()
+    strategy.on_train_epoch_start(0)
+    z = torch.randn(2, 16, 4)
+    result = strategy.compute_loss(noisy_batch, Forward((z[0], z[1]), (z[0], z[1])))
+    mine = [members[i][noisy_batch.index] for i in range(2)]
+    expected = sum(F.cross_entropy(z[i][mine[i]], noisy_batch.targets[mine[i]]) for i in range(2))
+    torch.testing.assert_close(result.loss, expected)
 
 
 @pytest.mark.filterwarnings("ignore:The dirpath has changed")
@@ -145,7 +175,8 @@ def test_checkpoint_round_trip_mid_stage2(tmp_path: Path, quiet_trainer: dict[st
     kwargs["default_root_dir"] = str(tmp_path / "resumed")
     pl.Trainer(max_epochs=3, callbacks=[record], **kwargs).fit(resumed, datamodule=dm, ckpt_path=str(path))
     assert record.rows == {2: (2, 0.001, True)}
-    assert int(resumed.nested_dropout.best_k) >= 1
+    assert int(resumed.nested_dropout.best_k) >= 1 and (resumed.nested_dropout.network_k >= 1).all()
+    assert {"val/nested_k_net0", "val/nested_k_net1"} <= resumed.history[-1].keys()
 
 
 def test_config_runs_both_stages_from_one_command(tmp_path: Path) -> None:
