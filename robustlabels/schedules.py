@@ -37,11 +37,11 @@ class DelayedLinearDecay(LRScheduler):
         self.initial_beta1 = [group["betas"][0] for group in optimizer.param_groups] if decay_beta1 else []
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float]:  # type: ignore[override]
         epoch = self.last_epoch
         decaying = epoch >= self.decay_start
         if self.decay_beta1 is not None:
             for group, beta1 in zip(self.optimizer.param_groups, self.initial_beta1, strict=True):
                 group["betas"] = (self.decay_beta1 if decaying else beta1, group["betas"][1])
         factor = (self.total_epochs - epoch) / (self.total_epochs - self.decay_start) if decaying else 1.0
-        return [base * max(factor, 0.0) for base in self.base_lrs]
+        return [float(base) * max(factor, 0.0) for base in self.base_lrs]

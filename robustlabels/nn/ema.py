@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -46,17 +46,17 @@ class WeightAverage(nn.Module):
         channels_last: feed 4-D inputs in NHWC layout (as ``RobustModule(channels_last=True)`` does).
     """
 
-    def __init__(self, nets: Sequence[nn.Module], *, channels_last: bool = False) -> None:
+    def __init__(self, nets: Iterable[nn.Module], *, channels_last: bool = False) -> None:
         super().__init__()
         self.copies = nn.ModuleList(copy.deepcopy(net) for net in nets)
         self.copies.requires_grad_(False)
         self.channels_last = channels_last
 
     @torch.no_grad()
-    def update(self, nets: Sequence[nn.Module], decay: float) -> None:
+    def update(self, nets: Iterable[nn.Module], decay: float) -> None:
         """Move every copy towards its network: ``θ̄ ← decay·θ̄ + (1 − decay)·θ``."""
         for average, net in zip(self.copies, nets, strict=True):
-            averaged = list(average.parameters())
+            averaged: list[Tensor] = list(average.parameters())
             current = [p.detach() for p in net.parameters()]
             torch._foreach_lerp_(averaged, current, 1.0 - decay)
 

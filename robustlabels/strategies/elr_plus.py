@@ -175,7 +175,7 @@ class ELRPlus(Strategy):
         self.steps, self.seed = int(state["steps"]), int(state["seed"])
 
     # ---- one step -----------------------------------------------------------------------------------
-    def network_inputs(self, batch: Batch) -> tuple[Tensor, ...]:
+    def network_inputs(self, batch: Batch) -> Tensor | tuple[Tensor, ...]:
         """Each network's mixup of the batch ``(B, ...)``; the ``(λ, π)`` are kept for :meth:`compute_loss`."""
         if self.average is None:  # not bound: no mixup (see compute_loss)
             return batch.inputs

@@ -104,6 +104,7 @@ class NestedCoTeaching(Strategy):
 
     num_networks = 2
     switched: Tensor
+    subsets: Tensor
 
     def __init__(
         self,
@@ -169,9 +170,9 @@ class NestedCoTeaching(Strategy):
                 loss_a, loss_b = (F.cross_entropy(z.float(), batch.targets) for z in out.logits)
                 return StepResult(loss_a + loss_b, {"stage": 1.0})
             members = self.subsets.index_select(1, batch.index)  # (2, B)
-            loss = sum(masked_mean(F.cross_entropy(z.float(), batch.targets, reduction="none"), members[i])
-                       for i, z in enumerate(out.logits))  # fmt: skip
-            return StepResult(loss, {"stage": 1.0, "subset_frac": members.float().mean()})
+            loss_a, loss_b = (masked_mean(F.cross_entropy(z.float(), batch.targets, reduction="none"), members[i])
+                              for i, z in enumerate(out.logits))  # fmt: skip
+            return StepResult(loss_a + loss_b, {"stage": 1.0, "subset_frac": members.float().mean()})
         size = len(batch.targets)
         if size < 2:  # no halves to split: nothing to select from, plain CE as in stage 1
             loss_a, loss_b = (F.cross_entropy(z.float(), batch.targets) for z in out.logits)
