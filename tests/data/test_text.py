@@ -6,7 +6,9 @@ import csv
 import gzip
 import hashlib
 import io
+import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,27 @@ def test_second_call_reads_the_cache_and_does_not_encode(tmp_path: Path, fake_en
     assert fake_encoder.loads == 1  # served from the cache
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(first[2], fake_vector("ünïcödé"))  # row i is texts[i]
+
+
+def test_a_run_waiting_for_the_cache_lock_reads_what_the_holder_wrote(
+    tmp_path: Path, fake_encoder: FakeEncoder
+) -> None:
+    # Another process (here: another descriptor) holds the folder's lock while it encodes the same texts.
+    fcntl = pytest.importorskip("fcntl")  # POSIX only; the lock is a no-op elsewhere
+    texts = ["shared", "texts"]
+    holder = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    result: list[np.ndarray] = []
+    waiter = threading.Thread(target=lambda: result.append(encode_texts(texts, cache_dir=tmp_path)))
+    waiter.start()
+    waiter.join(timeout=0.3)
+    assert waiter.is_alive() and fake_encoder.loads == 0  # blocked on the lock, not encoding
+    written = np.stack([fake_vector(t) for t in reversed(texts)])  # what the holder computed
+    np.save(tmp_path / f"{cache_key(texts)}.npy", written)
+    os.close(holder)  # releases the lock
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and fake_encoder.loads == 0  # read the holder's file instead of encoding
+    np.testing.assert_array_equal(result[0], written)
 
 
 def test_cache_key_changes_with_texts_order_and_model() -> None:
