@@ -132,33 +132,27 @@ def _read_cached(path: Path, n: int) -> np.ndarray | None:
     return array
 
 
-def _lock_folder(folder: Path) -> int | None:
-    """A descriptor holding an exclusive ``flock`` on ``folder``, or ``None`` where that is not possible."""
+@contextlib.contextmanager
+def _cache_lock(folder: Path) -> Iterator[None]:
+    """Hold an inter-process ``flock`` on the cache folder while texts are encoded, so that runs started together
+    (an experiment suite's parallel cells) encode the same texts once: the others wait, then read the cache.
+    Without ``fcntl`` (Windows), a usable folder or ``flock`` support, it goes on unlocked."""
+    fd: int | None = None
     try:
         import fcntl
 
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY)
-    except (ImportError, OSError):  # no fcntl (Windows) or an unusable folder: go on unlocked
-        return None
-    try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError:  # a file system without flock
-        os.close(fd)
-        return None
-    return fd
-
-
-@contextlib.contextmanager
-def _cache_lock(folder: Path) -> Iterator[None]:
-    """Hold an inter-process lock on the cache folder while texts are encoded, so that runs started together
-    (an experiment suite's parallel cells) encode the same texts once: the others wait, then read the cache."""
-    fd = _lock_folder(folder)
+    except (ImportError, OSError):
+        if fd is not None:
+            os.close(fd)
+            fd = None
     try:
         yield
     finally:
         if fd is not None:
-            os.close(fd)
+            os.close(fd)  # releases the lock
 
 
 def encode_texts(
