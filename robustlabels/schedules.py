@@ -9,11 +9,21 @@ from robustlabels.errors import InputError
 
 
 class DelayedLinearDecay(LRScheduler):
-    """Constant until epoch ``decay_start``, then linear decay: ``lr_e = lr·(E − e)/(E − decay_start)``.
+    """Co-teaching's plan: constant lr, then linear decay with Adam's ``β1`` switched, stepped per epoch.
 
-    With ``decay_beta1``, Adam's ``β1`` is also set to that value from ``decay_start`` on. Co-teaching's
-    official schedule (Adam lr 1e-3, ``decay_start`` 80, ``E = total_epochs`` 200, ``β1`` 0.9 → 0.1); the lr
-    at the last epoch is ``lr/(E − decay_start)``, not 0, as in the official ``alpha_plan``. Stepped per epoch.
+    The official ``main.py`` builds ``alpha_plan[i] = lr·(E − i)/(E − decay_start)`` for ``i ≥ decay_start``
+    (``lr`` before) and ``beta1_plan[i] = 0.1`` from ``decay_start`` on, then trains
+    ``for epoch in range(1, E)`` with ``adjust_learning_rate(optimizer, epoch)``: epoch 0 only evaluates the
+    random weights, so the official epoch used by our 0-based epoch ``e`` is ``i = e + 1``. Hence:
+
+    * ``lr_e = lr`` for ``e < decay_start − 1`` and ``lr_e = lr·(E − 1 − e)/(E − decay_start)`` from
+      ``e = decay_start − 1`` on (with ``decay_start`` 80: the switch is in the 80th epoch, 0-based 79, whose
+      lr is still the full ``lr``; 0-based 80 gets ``lr·119/120``);
+    * with ``decay_beta1``, ``β1`` takes that value from ``e = decay_start − 1`` on (``β2`` is kept);
+    * the official loop trains ``E − 1`` epochs, the last with ``lr/(E − decay_start)``; a run with
+      ``max_epochs = E`` keeps that last lr for its extra epoch (``i`` is capped at ``E − 1``), never 0.
+
+    Co-teaching's settings: Adam lr 1e-3, ``decay_start`` 80, ``E = total_epochs`` 200, ``β1`` 0.9 → 0.1.
 
     Reference: Han et al., "Co-teaching", NeurIPS 2018; code ``bhanML/Co-teaching`` ``main.py``.
     """
@@ -37,11 +47,15 @@ class DelayedLinearDecay(LRScheduler):
         self.initial_beta1 = [group["betas"][0] for group in optimizer.param_groups] if decay_beta1 else []
         super().__init__(optimizer, last_epoch)
 
+    def official_epoch(self, epoch: int) -> int:
+        """Index into the official plans used by 0-based epoch ``epoch``: ``min(epoch + 1, E − 1)``."""
+        return min(epoch + 1, self.total_epochs - 1)
+
     def get_lr(self) -> list[float]:  # type: ignore[override]
-        epoch = self.last_epoch
-        decaying = epoch >= self.decay_start
+        index = self.official_epoch(self.last_epoch)
+        decaying = index >= self.decay_start
         if self.decay_beta1 is not None:
             for group, beta1 in zip(self.optimizer.param_groups, self.initial_beta1, strict=True):
                 group["betas"] = (self.decay_beta1 if decaying else beta1, group["betas"][1])
-        factor = (self.total_epochs - epoch) / (self.total_epochs - self.decay_start) if decaying else 1.0
-        return [float(base) * max(factor, 0.0) for base in self.base_lrs]
+        factor = (self.total_epochs - index) / (self.total_epochs - self.decay_start) if decaying else 1.0
+        return [float(base) * factor for base in self.base_lrs]
