@@ -49,6 +49,7 @@ NOISE_CHOICES = (
     "symmetric_incl",
     "pairflip",
     "cifar10_asym",
+    "cifar10_asym_elr",
     "cifar100_block",
     "cifar100_superclass",
     "instance",
@@ -59,7 +60,8 @@ _RATE_PRESETS: dict[str, tuple[Callable[..., NoiseModel], dict[str, Any]]] = {
     "symmetric": (SymmetricNoise, {"include_true_class": False}),
     "symmetric_incl": (SymmetricNoise, {"include_true_class": True}),
     "pairflip": (PairFlipNoise, {}),
-    "cifar10_asym": (Cifar10AsymmetricNoise, {}),
+    "cifar10_asym": (Cifar10AsymmetricNoise, {}),  # the clean definition: r of each source class moves
+    "cifar10_asym_elr": (Cifar10AsymmetricNoise, {"variant": "elr_realised"}),  # what ELR's code realises
     "cifar100_block": (Cifar100AsymmetricNoise, {"variant": "block"}),
     "cifar100_superclass": (Cifar100AsymmetricNoise, {"variant": "superclass"}),
 }
@@ -97,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--exact",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="flip exactly round(rate * n_k) per class (default: the noise model's own default)",
+        help="flip exactly round(rate * n_k) per class (cifar10_asym_elr: ceil(rate * m) per step); default: "
+        "the noise model's own",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, metavar="DIR")

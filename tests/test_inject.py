@@ -108,6 +108,18 @@ def test_json_format_and_exact_counts(tmp_path: Path, capsys: pytest.CaptureFixt
     assert manifest["exact"] is True and manifest["flips_per_class"] == [0, 0, 40, 40, 40, 40, 0, 0, 0, 40]
 
 
+def test_cifar10_asym_elr_is_elrs_realised_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = tmp_path / "clean.npy"
+    np.save(labels, np.arange(1000) % 10)
+    argv = ["--labels", str(labels), "--noise", "cifar10_asym_elr", "--rate", "0.4", "--out", str(tmp_path / "o")]
+    code, stdout, _ = run_cli(capsys, *argv, "--format", "json")
+    manifest = json.loads(Path(json.loads(stdout)["manifest"]).read_text())
+    assert code == 0 and manifest["noise"]["params"] == {"rate": 0.4, "exact": True, "variant": "elr_realised"}
+    flips = manifest["flips_per_class"]  # 100 per class: cat 40 -> dog, then 56 of the 140 "dogs" -> cat
+    assert flips[2] == flips[4] == flips[9] == 40 and flips[5] - flips[3] == 16
+    assert manifest["transition_matrix"][3][5] == pytest.approx(0.24)
+
+
 def test_instance_noise_with_features_file(
     tmp_path: Path, clean_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,6 +12,7 @@ from robustlabels.noise.sample import (
     instance_dependent_noise,
     noisy_labels_from,
     sample_from_transition,
+    sequential_flips,
     validate_labels,
 )
 from robustlabels.noise.spec import (
@@ -27,6 +28,7 @@ from robustlabels.noise.spec import (
 )
 from robustlabels.noise.transition import (
     CIFAR10_ASYMMETRIC_TARGETS,
+    CIFAR10_ASYMMETRIC_VARIANTS,
     CIFAR100_COARSE_OF_FINE,
     cifar10_asymmetric_transition,
     cifar100_asymmetric_transition,
@@ -37,6 +39,7 @@ from robustlabels.noise.transition import (
 
 __all__ = [
     "CIFAR10_ASYMMETRIC_TARGETS",
+    "CIFAR10_ASYMMETRIC_VARIANTS",
     "CIFAR100_COARSE_OF_FINE",
     "Cifar10AsymmetricNoise",
     "Cifar100AsymmetricNoise",
@@ -55,6 +58,7 @@ __all__ = [
     "noisy_labels_from",
     "pairflip_transition",
     "sample_from_transition",
+    "sequential_flips",
     "symmetric_transition",
     "validate_labels",
     "validate_transition",

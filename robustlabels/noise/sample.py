@@ -7,6 +7,7 @@ a seed gives the same labels on every machine and run, and the result is saved w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,6 +160,58 @@ def _largest_remainder(quotas: np.ndarray, total: int, rng: np.random.Generator)
     order = np.lexsort((rng.random(quotas.size), -remainders))
     counts[order[: max(shortfall, 0)]] += 1
     return counts
+
+
+def sequential_flips(
+    labels: np.ndarray,
+    flips: Sequence[tuple[int, int]],
+    rate: float,
+    *,
+    num_classes: int,
+    seed: int,
+    exact: bool = True,
+) -> NoisyLabels:
+    """Move ``source -> target`` one step after another, each step reading the labels the earlier steps left.
+
+    This is the procedure of ELR's ``asymmetric_noise`` (``shengliu66/ELR``, ``data_loader/cifar10.py``): for
+    each ``(source, target)`` in order, the candidates are the samples whose *current* noisy label is
+    ``source`` (true members and samples moved there by an earlier step), so a sample can move twice and a
+    later step can move it back to its true class. Unlike :func:`sample_from_transition`, the result is not
+    a draw from one matrix with fixed per-class counts: with ``exact=True`` the per-step counts are fixed but
+    how many of them hit already-moved samples is hypergeometric.
+
+    * ``exact=True``: each step moves exactly ``ceil(r m)`` of its ``m`` candidates (ELR's
+      ``j < percent * len(indices)``), chosen by a random permutation.
+    * ``exact=False``: each candidate moves with probability ``r`` (one uniform per candidate per step); the
+      result is then a draw from the product of the per-step matrices.
+
+    Args:
+        labels: ``(N,)`` int true labels in ``[0, C)``.
+        flips: ``(source, target)`` class pairs, applied in this order.
+        rate: probability ``r`` in ``[0, 1]`` of each step.
+        num_classes: number of classes ``C``.
+        seed: seed of ``numpy.random.Generator(PCG64(seed))``.
+        exact: fixed count per step instead of a coin per candidate.
+
+    Returns:
+        :class:`NoisyLabels` with ``(N,)`` noisy labels.
+    """
+    rate = check_interval("rate", rate, low=0, high=1)
+    labels = validate_labels(labels, num_classes)
+    for source, target in flips:
+        if not (0 <= source < num_classes and 0 <= target < num_classes):
+            raise InputError(f"flip {source} -> {target} is outside [0, {num_classes})")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    noisy = labels.copy()
+    for source, target in flips:
+        candidates = np.flatnonzero(noisy == source)
+        if exact:
+            count = int(np.ceil(np.round(rate * candidates.size, _QUOTA_DECIMALS)))
+            moving = rng.permutation(candidates)[:count]
+        else:
+            moving = candidates[rng.random(candidates.size) < rate]
+        noisy[moving] = target
+    return noisy_labels_from(labels, noisy, num_classes)
 
 
 def instance_dependent_noise(

@@ -18,6 +18,7 @@ from robustlabels.noise.sample import (
     instance_dependent_noise,
     noisy_labels_from,
     sample_from_transition,
+    sequential_flips,
 )
 from robustlabels.noise.transition import (
     cifar10_asymmetric_transition,
@@ -83,6 +84,21 @@ def test_exact_cifar10_asymmetric_touches_only_source_classes() -> None:
     targets = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
     assert all(targets[int(t)] == int(n) for t, n in zip(labels[flipped], result.noisy[flipped], strict=True))
     assert result.realized_rate == pytest.approx(0.2)
+
+
+def test_sequential_flips_reread_the_labels_earlier_steps_changed() -> None:
+    labels = labels_with_sizes([10, 10, 10])
+    # 0 -> 1 moves ceil(0.25 * 10) = 3; 1 -> 0 then draws ceil(0.25 * 13) = 4 of the 13 current 1s.
+    for seed in range(10):
+        result = sequential_flips(labels, [(0, 1), (1, 0)], 0.25, num_classes=3, seed=seed)
+        assert np.sum(result.noisy == 1) == 13 - 4 and np.sum(result.noisy == 0) == 7 + 4
+        np.testing.assert_array_equal(result.noisy[labels == 2], 2)
+        moved_back = np.sum((labels == 0) & (result.noisy == 0)) - 7  # former 0s the second step took back
+        assert flips_per_class(labels, result.is_flipped, 3)[0] == 3 - moved_back
+    coins = sequential_flips(labels, [(0, 1), (1, 0)], 1.0, num_classes=3, seed=0, exact=False)
+    np.testing.assert_array_equal(coins.noisy, np.where(labels == 2, 2, 0))  # everything ends on 0
+    with pytest.raises(InputError, match=r"flip 0 -> 3 is outside \[0, 3\)"):
+        sequential_flips(labels, [(0, 3)], 0.5, num_classes=3, seed=0)
 
 
 @pytest.mark.parametrize("exact", [False, True])

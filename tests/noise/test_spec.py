@@ -20,6 +20,7 @@ from robustlabels.noise import (
     NoNoise,
     PairFlipNoise,
     SymmetricNoise,
+    flips_per_class,
 )
 
 LABELS = np.random.default_rng(0).permutation(np.arange(1000) % 10).astype(np.int64)
@@ -30,6 +31,7 @@ MODELS: list[NoiseModel] = [
     SymmetricNoise(0.4, include_true_class=True, exact=True),
     PairFlipNoise(0.45, exact=True),
     Cifar10AsymmetricNoise(0.4),
+    Cifar10AsymmetricNoise(0.4, variant="elr_realised"),
     MatrixNoise([[0.5, 0.5], [0.0, 1.0]]),
 ]
 
@@ -56,6 +58,10 @@ def test_params_are_json_and_rebuild_the_model(model: NoiseModel) -> None:
         (lambda: PairFlipNoise(-0.1), r"`rate` must be in \[0, 1\]; got -0\.1"),
         (lambda: InstanceDependentNoise(float("nan")), "`rate` must be in"),
         (lambda: SymmetricNoise(0.2, exact="yes"), "`exact` must be true or false; got 'yes'"),
+        (
+            lambda: Cifar10AsymmetricNoise(0.2, variant="elr"),
+            "`variant` must be one of clean, elr_realised",
+        ),
         (
             lambda: Cifar100AsymmetricNoise(0.2, variant="coarse"),
             "`variant` must be one of block, superclass",
@@ -84,8 +90,55 @@ def test_cifar_models_need_their_class_counts() -> None:
 
 def test_cifar10_asymmetric_is_exact_by_default() -> None:
     model = Cifar10AsymmetricNoise(0.4)
-    assert model.exact is True
+    assert model.exact is True and model.variant == "clean"
     assert model.apply(LABELS, num_classes=10, seed=3).realized_rate == pytest.approx(0.2)
+
+
+CIFAR10_TRAIN = np.random.default_rng(1).permutation(np.repeat(np.arange(10), 4500)).astype(np.int64)
+CAT, DOG, SOURCES = 3, 5, (2, 3, 4, 5, 9)
+
+
+def wrong_per_class(model: NoiseModel, seed: int) -> tuple[np.ndarray, float]:
+    result = model.apply(CIFAR10_TRAIN, num_classes=10, seed=seed)
+    return flips_per_class(CIFAR10_TRAIN, result.is_flipped, 10), result.realized_rate
+
+
+def test_cifar10_asymmetric_clean_variant_realises_40_40_20() -> None:
+    for seed in range(3):
+        wrong, rate = wrong_per_class(Cifar10AsymmetricNoise(0.4), seed)
+        assert wrong.tolist() == [0, 0, 1800, 1800, 1800, 1800, 0, 0, 0, 1800] and rate == 0.2
+
+
+def test_cifar10_asymmetric_elr_realised_variant_reproduces_elrs_loop() -> None:
+    # ELR's asymmetric_noise moves ceil(0.4 m) of the m samples whose *current* label is the class, classes in
+    # ascending order: 1,800 cats go to dog, then 2,520 of the 6,300 "dogs" go to cat, about 2/7 of them
+    # former cats (hypergeometric: 720 +- 17.5). Exact: truck, bird, deer 1,800; dog wrong - cat wrong = 720;
+    # 5,220 cat labels among true cats and dogs. Random: the cat/dog split (per seed cat 24.0 +- 0.4 %).
+    model = Cifar10AsymmetricNoise(0.4, variant="elr_realised")
+    cats, dogs, rates = [], [], []
+    for seed in range(20):
+        wrong, rate = wrong_per_class(model, seed)
+        noisy = model.apply(CIFAR10_TRAIN, num_classes=10, seed=seed).noisy
+        assert wrong[[0, 1, 6, 7, 8]].tolist() == [0] * 5 and wrong[[2, 4, 9]].tolist() == [1800] * 3
+        assert wrong[DOG] - wrong[CAT] == 720
+        assert np.sum(noisy[np.isin(CIFAR10_TRAIN, (CAT, DOG))] == CAT) == 4500 - 1800 + 2520
+        assert abs(wrong[CAT] / 4500 - 0.24) < 0.015 and abs(rate - 0.184) < 0.003  # > 3.5 sd per seed
+        cats.append(wrong[CAT] / 4500), dogs.append(wrong[DOG] / 4500), rates.append(rate)
+    # Means over 20 seeds: sd 0.09 pp (cat, dog) and 0.02 pp (overall); tolerances are > 3 sd.
+    assert np.mean(cats) == pytest.approx(0.24, abs=0.003) and np.mean(dogs) == pytest.approx(0.40, abs=0.003)
+    assert np.mean(rates) == pytest.approx(0.184, abs=0.0006)
+
+
+def test_cifar10_asymmetric_elr_realised_is_seeded_and_matches_its_matrix_per_sample() -> None:
+    model = Cifar10AsymmetricNoise(0.4, variant="elr_realised")
+    first = model.apply(CIFAR10_TRAIN, num_classes=10, seed=7).noisy
+    np.testing.assert_array_equal(first, model.apply(CIFAR10_TRAIN, num_classes=10, seed=7).noisy)
+    assert not np.array_equal(first, model.apply(CIFAR10_TRAIN, num_classes=10, seed=8).noisy)
+    sampled = Cifar10AsymmetricNoise(0.4, exact=False, variant="elr_realised")
+    result = sampled.apply(CIFAR10_TRAIN, num_classes=10, seed=0)
+    # 4,500 per row: the sd of an entry is at most 0.0075, so 0.03 is 4 sd.
+    np.testing.assert_allclose(result.empirical_matrix, sampled.transition(10), atol=0.03)
+    assert result.empirical_matrix[CAT, DOG] == pytest.approx(0.24, abs=0.03)
 
 
 def test_instance_dependent_needs_features() -> None:
@@ -186,3 +239,16 @@ def test_read_labels_npy_errors(tmp_path: Path) -> None:
     (tmp_path / "l.json").write_text("[]")
     with pytest.raises(InputError, match=r"must end in \.npy or \.csv; got '\.json'"):
         read_labels(tmp_path / "l.json")
+
+
+def test_cifar10_gpu_suite_trains_its_asymmetric_cells_on_elrs_realised_noise() -> None:
+    from robustlabels.experiments.configs import build_config
+    from robustlabels.experiments.suite import grid, load_suite
+
+    suite = load_suite("cifar10-gpu")
+    cells = [cell for cell in grid(suite) if cell.setting == "asymmetric-0.4"]
+    assert {cell.strategy for cell in cells} >= {"ce", "elr", "elr_plus"}
+    for cell in cells:
+        noise = build_config(suite, cell)["data"]["init_args"]["noise"]
+        assert noise["class_path"] == "Cifar10AsymmetricNoise"
+        assert Cifar10AsymmetricNoise(**noise["init_args"]).variant == "elr_realised"

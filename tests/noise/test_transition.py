@@ -40,6 +40,7 @@ def test_symmetric_and_pairflip_rows_sum_to_one(
 def test_cifar_matrices_rows_sum_to_one(rate: float, variant: str) -> None:
     for matrix in (
         cifar10_asymmetric_transition(rate),
+        cifar10_asymmetric_transition(rate, variant="elr_realised"),
         cifar100_asymmetric_transition(rate, variant=variant),
     ):
         np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-12)
@@ -69,6 +70,18 @@ def test_cifar10_asymmetric_maps_named_classes() -> None:
         assert matrix[source, source] == pytest.approx(0.6)
     for untouched in (0, 1, 6, 7, 8):
         np.testing.assert_array_equal(matrix[untouched], np.eye(10)[untouched])
+
+
+def test_cifar10_asymmetric_elr_realised_composes_elrs_steps() -> None:
+    rate = 0.4
+    clean = cifar10_asymmetric_transition(rate)
+    realised = cifar10_asymmetric_transition(rate, variant="elr_realised")
+    # cat -> dog, then dog -> cat re-reads the moved cats: cat stays with 1 - r + r^2, ends on dog with r (1 - r)
+    assert realised[3, 3] == pytest.approx(1 - rate + rate**2) and realised[3, 5] == pytest.approx(rate * (1 - rate))
+    np.testing.assert_allclose(np.delete(realised, 3, axis=0), np.delete(clean, 3, axis=0))
+    assert 1 - np.mean(np.diag(realised)) == pytest.approx(0.184)  # balanced classes: 18.4 % wrong
+    with pytest.raises(InputError, match="`variant` must be one of clean, elr_realised"):
+        cifar10_asymmetric_transition(rate, variant="elr")  # type: ignore[arg-type]
 
 
 def test_cifar100_block_cycles_within_index_blocks() -> None:
