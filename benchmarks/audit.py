@@ -99,7 +99,7 @@ def run_knn_case(n: int, d: int, index: str, backend: str) -> dict[str, Any]:
     baseline_kb = status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
     start = time.perf_counter()
-    result = simifeat(x, noisy, num_classes=10, index=index, backend=backend, threads=2)  # "auto": search_config
+    result = simifeat(x, noisy, num_classes=10, index=index, backend=backend, threads=2)  # "auto": choose_index
     seconds = time.perf_counter() - start
     peak_mb = (status_kb("VmHWM") - baseline_kb) / 1024
     return {"n": n, "d": d, "index": index, "backend": backend, "seconds": seconds, "features_mb": x.nbytes / 2**20,

@@ -33,7 +33,6 @@ search, then ``O(rounds · N · search_k)`` vectorised numpy in blocks of :data:
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -43,6 +42,7 @@ import numpy as np
 from robustlabels.audit.hoc import STEPS, HOCEstimate, hoc_estimate
 from robustlabels.audit.types import MethodResult
 from robustlabels.errors import InputError, check_choice, check_interval
+from robustlabels.neighbors.policy import choose_index
 from robustlabels.noise.sample import validate_labels
 
 RULES = ("mv", "rank")
@@ -239,20 +239,6 @@ def _is_unit_rows(features: Any) -> bool:
 
 
 PROGRESS_ABOVE = 50_000  # points; a progress bar for the neighbour search (it takes minutes at 1M)
-EXACT_BELOW = 100_000  # points; above, the all-vs-all search is approximate (recall@10 ~0.97)
-
-
-def search_config(n: int, *, index: str, backend: str, nprobe: int | None) -> tuple[str, str, int | None]:
-    """``(backend, index, nprobe)`` for ``"auto"`` choices: exact FAISS ``Flat`` below :data:`EXACT_BELOW`
-    points; above, the torch backend's cluster-major IVF with ``√N`` lists and ``nprobe = 6`` (1M × 384:
-    129 s for all-vs-all on 2 cores, recall@10 0.973, 1.4× the features' memory; FAISS IVF took 1,113 s and
-    HNSW 750 s there, docs/benchmarks.md). Explicit choices are kept."""
-    if backend == "auto":  # the torch backend does exact search and IVF{n}[,Flat]; anything else is FAISS's
-        torch_ok = index == "auto" or re.fullmatch(r"IVF\d+(,Flat)?", index) is not None
-        backend = "torch" if torch_ok and n >= EXACT_BELOW else "faiss"
-    if index == "auto" and backend == "torch" and n >= EXACT_BELOW:
-        return backend, f"IVF{round(math.sqrt(n))}", nprobe or 6
-    return backend, index, nprobe
 
 
 def _search(features: Any, width: int, **options: Any) -> tuple[np.ndarray, np.ndarray, str]:
@@ -427,9 +413,11 @@ def simifeat(
         subsample: fraction of the points in each round's subsample (docta: 0.9, capped at 35k; no cap here).
         seed: seeds the subsamples, HOC's initialisation and the index training.
         index: neighbour index passed to :func:`robustlabels.neighbors.build` (a faiss factory string,
-            ``"IVF{n}"`` for the torch backend, or ``"auto"``: see :func:`search_config`).
-        backend: ``"faiss"``, ``"torch"``, ``"sklearn"`` or ``"auto"`` (see :func:`search_config`).
-        nprobe: IVF lists visited per query (``None``: the index's default, or :func:`search_config`'s).
+            ``"IVF{n}"`` for the torch backend, or ``"auto"``): chosen by
+            :func:`robustlabels.neighbors.policy.choose_index` (``"auto"``: exact FAISS below 100k points,
+            above the torch backend's IVF with ``√N`` lists and ``nprobe = 6``).
+        backend: ``"faiss"``, ``"torch"``, ``"sklearn"`` or ``"auto"`` (the same policy).
+        nprobe: IVF lists visited per query (``None``: the policy's or the index's default).
         threads: search threads (``None``: the library's default).
         search_k: neighbours searched once on the full set (self excluded); ``None``: :func:`default_search_k`.
         hoc_steps: Adam steps of the HOC solver.
@@ -446,7 +434,7 @@ def simifeat(
     width = default_search_k(k, subsample, n) if search_k is None else search_k
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not k - 1 <= width <= n - 1:
         raise InputError(f"`search_k` must be an integer in [{k - 1}, {n - 1}]; got {search_k!r}")
-    backend, index, nprobe = search_config(n, index=index, backend=backend, nprobe=nprobe)
+    backend, index, nprobe = choose_index(n, backend=backend, index=index, nprobe=nprobe)
     sims, idx, factory = _search(features, int(width), index=index, backend=backend, threads=threads, seed=seed,
                                  **({"nprobe": nprobe} if nprobe else {}))  # fmt: skip
 

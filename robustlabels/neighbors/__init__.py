@@ -4,14 +4,15 @@ Example::
 
     from robustlabels.neighbors import build
 
-    index = build(features, metric="cosine")               # exact "Flat" below 100k points, IVF above
+    index = build(features, metric="cosine")               # "auto": exact "Flat" below 100k points, IVF above
     distances, indices = index.search(None, 10, exclude_self=True)
     index = build(features, backend="torch", index="IVF1000", nprobe=8)   # BLAS-batched IVF, CPU or CUDA
 
 Conventions: ``metric="l2"`` returns squared Euclidean distances (ascending, as FAISS does); ``"ip"`` and
 ``"cosine"`` return similarities (descending); cosine L2-normalises features and queries first. Searches return
-``distances`` float32 ``(Q, k)`` and ``indices`` int64 ``(Q, k)``. Importing this package does not import
-faiss; the FAISS backend imports it on first use, after choosing OpenBLAS's kernel
+``distances`` float32 ``(Q, k)`` and ``indices`` int64 ``(Q, k)``. What ``index="auto"`` builds is decided in
+one place for every backend and caller: :func:`robustlabels.neighbors.policy.choose_index`. Importing this
+package does not import faiss; the FAISS backend imports it on first use, after choosing OpenBLAS's kernel
 (:func:`robustlabels.neighbors._blas.configure_openblas`; set ``OPENBLAS_CORETYPE=SkylakeX`` yourself on
 AVX-512 machines whose environment pins another kernel).
 
@@ -23,12 +24,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from robustlabels.errors import InputError, check_choice
+from robustlabels.errors import check_choice
 from robustlabels.neighbors.base import BACKENDS, METRICS, NeighborIndex, check_metric
+from robustlabels.neighbors.policy import IndexChoice, check_index, choose_index
 
-__all__ = ["BACKENDS", "METRICS", "NeighborIndex", "build"]
-
-_EXACT = ("auto", "Flat")
+__all__ = ["BACKENDS", "METRICS", "IndexChoice", "NeighborIndex", "build", "choose_index"]
 
 
 def build(
@@ -52,9 +52,9 @@ def build(
             (except for cosine, which normalises). A CUDA tensor with ``backend="torch"`` searches on the GPU.
         metric: ``"cosine"``, ``"ip"`` or ``"l2"`` (see the module docstring for what distances mean).
         index: a ``faiss.index_factory`` string (``"Flat"``, ``"IVF256,Flat"``, ``"HNSW32"``, ``"IVF256,PQ16"``)
-            or ``"auto"``. The torch backend accepts ``"auto"``/``"Flat"`` (exact) and ``"IVF{n}"`` /
-            ``"IVF{n},Flat"`` (approximate, :mod:`robustlabels.neighbors.torch_ivf`); scikit-learn is exact
-            only (``"auto"``/``"Flat"``).
+            or ``"auto"`` (:func:`~robustlabels.neighbors.policy.choose_index`: exact below 100k points). The
+            torch backend accepts ``"auto"``, ``"Flat"`` (exact) and ``"IVF{n}"`` / ``"IVF{n},Flat"``
+            (approximate, :mod:`robustlabels.neighbors.torch_ivf`); scikit-learn is exact only (``"auto"``/``"Flat"``).
         backend: ``"faiss"``, ``"torch"`` or ``"sklearn"``.
         threads: CPU threads for building and searching (restored afterwards); ``None`` leaves them alone.
         block_size: queries per search block; ``None`` picks a backend default (torch: from ``memory_budget``).
@@ -81,15 +81,15 @@ def build(
             nprobe=nprobe, ef_search=ef_search, seed=seed, copy=copy,
         )  # fmt: skip
     if backend == "torch":
-        from robustlabels.neighbors.torch_index import DEFAULT_MEMORY_BUDGET, build_torch
+        from robustlabels.neighbors._torch import DEFAULT_MEMORY_BUDGET
+        from robustlabels.neighbors.torch_index import build_torch
 
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
         return build_torch(
             features, metric=metric, index=index, threads=threads, block_size=block_size, memory_budget=budget,
             nprobe=nprobe, seed=seed, copy=copy,
         )  # fmt: skip
-    if index not in _EXACT:
-        raise InputError(f"`index` must be 'auto' or 'Flat' with backend={backend!r} (exact only); got {index!r}")
+    check_index(index, backend)
     from robustlabels.neighbors.sklearn_index import build_sklearn
 
     return build_sklearn(features, metric=metric, threads=threads, block_size=block_size, copy=copy)

@@ -1,9 +1,10 @@
 """FAISS backend: any ``faiss.index_factory`` string, trained on a seeded sample when it needs training.
 
-``index="auto"`` is exact ``"Flat"`` below :data:`AUTO_EXACT_BELOW` points and ``"IVF{n},Flat"`` with
-``n ~ 4 sqrt(N)`` above. Search defaults aim at recall@10 >= 0.95: ``nprobe = max(16, nlist // 8)`` for IVF
-indexes and ``efSearch = max(128, 2 k)`` for HNSW. float32 C-contiguous input reaches FAISS without a copy;
-cosine normalises into one copy (or in place with ``copy=False``, or when converting the input already copied).
+``index="auto"`` is chosen by :func:`robustlabels.neighbors.policy.choose_index`: exact ``"Flat"`` below
+100,000 points and ``"IVF{n},Flat"`` with ``n ~ 4 sqrt(N)`` above. Search defaults aim at recall@10 >= 0.95:
+``nprobe = max(16, nlist // 8)`` for IVF indexes and ``efSearch = max(128, 2 k)`` for HNSW. float32
+C-contiguous input reaches FAISS without a copy; cosine normalises into one copy (or in place with
+``copy=False``, or when converting the input already copied).
 
 faiss is imported lazily, after :func:`robustlabels.neighbors._blas.configure_openblas` has had its chance to
 pick OpenBLAS's kernel.
@@ -11,7 +12,6 @@ pick OpenBLAS's kernel.
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,8 +20,8 @@ import numpy as np
 from robustlabels.errors import InputError
 from robustlabels.neighbors._blas import configure_openblas
 from robustlabels.neighbors.base import NeighborIndex, as_array_like, check_finite, check_shape, prepared_array
+from robustlabels.neighbors.policy import choose_index, default_nprobe
 
-AUTO_EXACT_BELOW = 100_000
 DEFAULT_BLOCK_SIZE = 16_384
 TRAIN_POINTS_PER_CENTROID = 64
 
@@ -47,13 +47,6 @@ def faiss_threads(threads: int | None):
         yield
     finally:
         faiss.omp_set_num_threads(previous)
-
-
-def auto_factory(ntotal: int) -> str:
-    """The factory string ``index="auto"`` picks for ``ntotal`` points."""
-    if ntotal < AUTO_EXACT_BELOW:
-        return "Flat"
-    return f"IVF{round(4 * math.sqrt(ntotal))},Flat"
 
 
 def _reason(err: Exception) -> str:
@@ -131,7 +124,7 @@ class FaissIndex(NeighborIndex):
         super().__init__(points, metric=metric, block_size=block_size or DEFAULT_BLOCK_SIZE)
         faiss = import_faiss()
         self.threads = threads
-        self.factory = auto_factory(self.ntotal) if index == "auto" else str(index)
+        self.factory = choose_index(self.ntotal, backend="faiss", index=index).index
         self.index: Any = None
         self._hnsw_index: Any = None
         self.nprobe: int | None = None
@@ -144,7 +137,7 @@ class FaissIndex(NeighborIndex):
             self.index.add(points)
         ivf, self._hnsw_index = _ivf(faiss, self.index), _hnsw(faiss, self.index)
         if ivf is not None:
-            self.nprobe = min(ivf.nlist, nprobe or max(16, ivf.nlist // 8))
+            self.nprobe = min(ivf.nlist, nprobe or default_nprobe(ivf.nlist))
             ivf.nprobe = self.nprobe
         self.ef_search = (ef_search or 128) if self._hnsw_index is not None else None
 

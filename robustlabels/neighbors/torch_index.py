@@ -6,46 +6,14 @@ from ``memory_budget`` bytes; no ``N x N`` matrix is ever formed.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-from robustlabels.errors import InputError
-from robustlabels.neighbors.base import NeighborIndex, as_array_like, check_finite, check_shape, is_tensor
-
-DEFAULT_MEMORY_BUDGET = 256 * 2**20
-
-
-@contextmanager
-def torch_threads(threads: int | None):
-    """Run the body with ``torch.set_num_threads(threads)``, restoring the previous value after."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
-    """``x`` as a float32 contiguous tensor on ``device`` (no copy when it already is one)."""
-    t = x if is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    t = t.detach().to(dtype=torch.float32, device=device)
-    return t.contiguous()
-
-
-def prepare_tensor(x: torch.Tensor, metric: str, *, inplace: bool = False) -> torch.Tensor:
-    """The metric's preprocessing: cosine L2-normalises rows (a copy, or ``x`` in place); ip and l2 return ``x``."""
-    if metric != "cosine":
-        return x
-    if inplace:
-        return x.div_(torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12))
-    return torch.nn.functional.normalize(x, dim=1, eps=1e-12)
+from robustlabels.neighbors._torch import DEFAULT_MEMORY_BUDGET, as_tensor, prepare_tensor, torch_threads
+from robustlabels.neighbors.base import NeighborIndex, as_array_like, check_finite, check_shape
+from robustlabels.neighbors.policy import choose_index, parse_ivf
 
 
 class TorchIndex(NeighborIndex):
@@ -90,17 +58,16 @@ class TorchIndex(NeighborIndex):
 def build_torch(
     features: Any, *, metric: str, index: str = "auto", nprobe: int | None = None, seed: int = 0, **options: Any
 ) -> NeighborIndex:
-    """Validate ``features`` and return a :class:`TorchIndex` (``"auto"``, ``"Flat"``) or a ``TorchIVFIndex``."""
-    from robustlabels.neighbors.torch_ivf import TorchIVFIndex, parse_ivf
+    """Validate ``features`` and return a :class:`TorchIndex` (``"Flat"``) or a ``TorchIVFIndex`` (``"IVF{n}"``);
+    ``"auto"`` chooses by :func:`robustlabels.neighbors.policy.choose_index`."""
+    from robustlabels.neighbors.torch_ivf import TorchIVFIndex
 
-    nlist = None if index in ("auto", "Flat") else parse_ivf(index)
-    if index not in ("auto", "Flat") and nlist is None:
-        raise InputError(f"`index` must be 'auto', 'Flat', 'IVF{{n}}' or 'IVF{{n}},Flat' with backend='torch' "
-                         f"(other FAISS factory strings need backend='faiss'); got {index!r}")  # fmt: skip
     features = as_array_like(features, name="features")
     check_shape(features, name="features")
+    choice = choose_index(int(features.shape[0]), backend="torch", index=index, nprobe=nprobe)
     check_finite(features, name="features")
+    nlist = parse_ivf(choice.index)
     if nlist is None:
         return TorchIndex(features, metric=metric, **options)
     options.pop("copy", None)  # the IVF index stores its own list-sorted copy either way
-    return TorchIVFIndex(features, metric=metric, nlist=nlist, nprobe=nprobe, seed=seed, **options)
+    return TorchIVFIndex(features, metric=metric, nlist=nlist, nprobe=choice.nprobe, seed=seed, **options)

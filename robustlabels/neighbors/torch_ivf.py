@@ -22,7 +22,6 @@ sized by ``memory_budget``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -31,25 +30,15 @@ import numpy as np
 import torch
 
 from robustlabels.errors import InputError
+from robustlabels.neighbors._torch import DEFAULT_MEMORY_BUDGET, as_tensor, prepare_tensor, torch_threads
 from robustlabels.neighbors.base import NeighborIndex
-from robustlabels.neighbors.torch_index import DEFAULT_MEMORY_BUDGET, as_tensor, prepare_tensor, torch_threads
+from robustlabels.neighbors.policy import default_nprobe
+from robustlabels.neighbors.policy import parse_ivf as parse_ivf  # re-exported: NCR validates its index with it
 
 TRAIN_POINTS_PER_CENTROID = 64
 KMEANS_ITERATIONS = 10
 CHUNK_ROWS = 16_384  # rows per step when normalising, assigning and probing: bounded temporaries
 K_HINT = 16  # neighbours per query assumed when sizing query blocks from the memory budget
-_IVF = re.compile(r"IVF(\d+)(,Flat)?")
-
-
-def parse_ivf(index: str) -> int | None:
-    """``nlist`` of an ``"IVF{nlist}"`` or ``"IVF{nlist},Flat"`` string; ``None`` for any other string."""
-    match = _IVF.fullmatch(index)
-    return int(match.group(1)) if match else None
-
-
-def default_nprobe(nlist: int) -> int:
-    """Lists visited per query when ``nprobe`` is not given: FAISS wrapper's rule, ``max(16, nlist // 8)``."""
-    return min(nlist, max(16, nlist // 8))
 
 
 # ---------------------------------------------------------------------------------------------- centroids

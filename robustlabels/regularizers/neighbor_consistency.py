@@ -3,7 +3,6 @@ Labels", CVPR 2022; JAX re-implementation google-research/scenic ``projects/ncr/
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -12,25 +11,17 @@ from torch import Tensor
 
 from robustlabels.distributed import gather_rows
 from robustlabels.errors import InputError, check_interval
+from robustlabels.neighbors.policy import choose_index
 from robustlabels.neighbors.torch_ivf import parse_ivf
 from robustlabels.regularizers.base import REGULARIZERS, Regularizer
 from robustlabels.types import Batch, Forward
 
-# The dataset pool's default bank index: exact below AUTO_EXACT_BELOW samples; above, a torch IVF (cluster-major,
-# BLAS-batched; robustlabels.neighbors.torch_ivf) with about sqrt(N) / 4 lists, nprobe = max(2, nlist // 16).
-# On penultimate features of small_cnn trained on Fashion-MNIST this keeps recall@10 >= 0.97 against exact
-# search at 20k and 54k samples, 5-8x faster than FAISS Flat (docs/benchmarks.md, "Neighbour consistency").
-AUTO_EXACT_BELOW = 4096
-
 
 def bank_index(index: str, num_samples: int, nprobe: int | None = None) -> tuple[str, int | None]:
-    """The torch index string and ``nprobe`` the dataset pool searches ``num_samples`` bank rows with."""
-    if index != "auto":
-        return index, nprobe
-    if num_samples < AUTO_EXACT_BELOW:
-        return "Flat", None
-    nlist = round(math.sqrt(num_samples) / 4)
-    return f"IVF{nlist}", nprobe or max(2, nlist // 16)
+    """The torch index string and ``nprobe`` the dataset pool searches ``num_samples`` bank rows with: ``"auto"``
+    as :func:`robustlabels.neighbors.policy.choose_index` decides for a per-epoch refresh."""
+    choice = choose_index(num_samples, backend="torch", index=index, nprobe=nprobe, purpose="refresh")
+    return choice.index, choice.nprobe
 
 
 def neighbor_weights(similarities: Tensor, gamma: float) -> Tensor:

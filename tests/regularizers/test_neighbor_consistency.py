@@ -121,7 +121,7 @@ def test_dataset_pool_bank_survives_a_state_dict_round_trip(index: str) -> None:
 def test_auto_bank_index_is_exact_for_small_banks_and_ivf_above() -> None:
     assert bank_index("auto", 4095) == ("Flat", None)
     assert bank_index("auto", 20_000) == ("IVF35", 2)
-    assert bank_index("auto", 1_000_000) == ("IVF250", 15)
+    assert bank_index("auto", 1_000_000) == ("IVF1000", 6)  # from 100k: the policy's √N lists, nprobe 6
     assert bank_index("IVF64", 20_000, 4) == ("IVF64", 4)
     with pytest.raises(InputError, match=r"`index` must be 'auto', 'Flat', .* got 'HNSW32'"):
         NeighborConsistency(pool="dataset", index="HNSW32")
