@@ -17,12 +17,12 @@ import numpy as np
 
 from robustlabels.audit.types import MethodResult
 from robustlabels.errors import check_choice
+from robustlabels.noise.joint import estimate_joint
 
 FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
              "low_normalized_margin", "low_self_confidence")  # fmt: skip
 RANK_BY = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
 LOW_MEMORY_ABOVE = 2_000_000  # examples; cleanlab's batched path keeps memory bounded beyond this
-BLOCK_ELEMENTS = 1 << 20  # pred_probs entries per block of estimate_joint: in cache, few Python steps
 
 
 def cross_val_pred_probs(
@@ -86,7 +86,8 @@ def confident_learning(
     Returns:
         ``flagged`` exactly as cleanlab's; ``suggested`` = ``argmax pred_probs``; ``joint`` cleanlab's
         calibrated confident joint normalised (its ``estimate_joint``), transposed to rows = true label; on the
-        batched path and for ``filter_by="confident_learning"`` the same from :func:`estimate_joint`.
+        batched path and for ``filter_by="confident_learning"`` the same from
+        :func:`~robustlabels.noise.joint.estimate_joint`.
     """
     from cleanlab.count import compute_confident_joint
     from cleanlab.filter import find_label_issues
@@ -141,34 +142,3 @@ def quality_scores(labels: np.ndarray, pred_probs: np.ndarray, method: str) -> n
     from cleanlab.rank import get_label_quality_scores
 
     return get_label_quality_scores(labels, pred_probs, method=method)
-
-
-def estimate_joint(labels: np.ndarray, pred_probs: np.ndarray, *, predicted: np.ndarray | None = None) -> np.ndarray:
-    """``(C, C)`` calibrated confident joint ``P(y* = i, ỹ = j)`` (rows **true**), from ``methods.md`` §7a.
-
-    Written from the spec, in row blocks (bounded memory, for cleanlab's batched path, which has no joint),
-    and vectorised (cleanlab's ``estimate_joint`` re-validates its inputs in a Python loop). Equal to
-    cleanlab's, transposed, up to its integer rounding (tested).
-
-    Thresholds ``t_j = mean_{i: ỹ_i = j} p̂_ij``; example ``i`` counts towards true class ``j`` when ``j`` is
-    its only class with ``p̂_ij ≥ t_j − 1e-6``, or the argmax of several; rows then scale to the given-label
-    counts and the matrix to sum 1.
-    """
-    n, c = pred_probs.shape
-    counts = np.bincount(labels, minlength=c).astype(np.float64)
-    given_probs = np.bincount(labels, weights=pred_probs[np.arange(n), labels], minlength=c)
-    thresholds = (np.maximum(given_probs / np.maximum(counts, 1), 2e-6) - 1e-6).astype(pred_probs.dtype)
-    predicted = pred_probs.argmax(1) if predicted is None else predicted
-    true = np.empty(n, dtype=np.int64)
-    block = max(1, BLOCK_ELEMENTS // c)
-    for start in range(0, n, block):  # row blocks: the (rows, C) comparison stays in cache
-        rows = slice(start, start + block)
-        above = pred_probs[rows] >= thresholds
-        num_above = np.count_nonzero(above, axis=1)
-        true[rows] = np.where(num_above == 1, above.argmax(1), predicted[rows])
-        true[rows][num_above == 0] = -1  # no confident class: not counted
-    keep = true >= 0
-    joint = np.bincount(labels[keep] * c + true[keep], minlength=c * c).reshape(c, c).astype(np.float64)
-    np.fill_diagonal(joint, np.maximum(np.diag(joint), 1.0))  # [given][true] while counting
-    joint *= (counts / np.maximum(joint.sum(1), 1e-12))[:, None]
-    return (joint / max(joint.sum(), 1e-12)).T

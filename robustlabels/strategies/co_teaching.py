@@ -54,7 +54,7 @@ def estimate_forget_rate(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from robustlabels.audit.confident import estimate_joint
+    from robustlabels.noise.joint import estimate_joint
 
     x, y = inputs.reshape(len(inputs), -1).astype(np.float32), labels.astype(np.int64)
     if len(y) > max_samples:
