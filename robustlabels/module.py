@@ -1,7 +1,8 @@
-"""``RobustModule``: the one LightningModule. It composes backbones, a Strategy and Regularizers.
+"""``RobustModule``: the one LightningModule. It composes networks, a Strategy and Regularizers.
 
 Evaluation, metrics, logging and optimizer wiring are written once here, so that comparisons between
-strategies stay fair: a strategy only decides how per-sample losses become the training loss.
+strategies stay fair. A strategy takes part only through the hooks of :class:`~robustlabels.strategies.Strategy`;
+the backbones run only in :class:`~robustlabels.networks.Networks`.
 """
 
 from __future__ import annotations
@@ -20,36 +21,39 @@ from torchmetrics import MeanMetric
 
 from robustlabels.errors import InputError
 from robustlabels.metrics import memorization_counts
-from robustlabels.nn.backbones import create_backbone
-from robustlabels.nn.nested_dropout import NestedDropout, PrefixTally, select_k
-from robustlabels.regularizers.base import Regularizer
-from robustlabels.strategies.base import Strategy
+from robustlabels.networks import Networks
+from robustlabels.nn.nested_dropout import NestedDropout, PrefixSelection
+from robustlabels.regularizers.base import Regularizer, combine_losses
+from robustlabels.strategies.base import EpochPlan, ManualStep, Strategy
 from robustlabels.strategies.standard import CrossEntropy
-from robustlabels.types import Batch, Forward, StepResult
+from robustlabels.types import Batch, StepResult, TrainData
 
 EVAL_SPLITS = ("val", "test")  # validation dataloader 0 and 1
+
+
+def as_list(value: Any) -> list[Any]:
+    """Lightning's ``optimizers()`` / ``lr_schedulers()`` answer: ``None``, one object or a list → a list."""
+    return value if isinstance(value, list) else [] if value is None else [value]
 
 
 class RobustModule(pl.LightningModule):
     """Train one or more backbones with a pluggable strategy under label noise.
 
     Args:
-        strategy: how per-sample losses become the loss (default :class:`CrossEntropy`).
-        backbone: ``mlp``, ``small_cnn``, ``preact_resnet18`` or any timm model name.
+        strategy: how the networks learn from a batch (default :class:`CrossEntropy`).
+        backbone: ``mlp``, ``small_cnn``, ``cnn9``, ``preact_resnet18`` or any timm model name.
         backbone_kwargs: options of the backbone (``hidden``, ``width``, ...).
-        regularizers: additive terms (ELR, neighbour consistency), applied after the strategy loss.
-        optimizer: e.g. ``{class_path: torch.optim.SGD, init_args: {lr: 0.1, momentum: 0.9}}``.
-        lr_scheduler: optional, stepped once per epoch.
+        regularizers: additive terms (ELR, neighbour consistency): the strategy's loss, scaled by the product
+            of their ``base_loss_scale``, plus their terms (independent of their order).
+        optimizer: the networks' optimizer, e.g. ``{class_path: torch.optim.SGD, init_args: {lr: 0.1}}``.
+        lr_scheduler: optional, stepped once per epoch (also under manual optimisation).
         num_classes: ``C``; linked from the data module by ``robustlabels.fit``.
         input_shape: one sample's shape, ``(C, H, W)`` or ``(D,)``; linked from the data module.
-        channels_last: keep image batches and conv weights in NHWC layout. On CPU this makes the small CNN
-            1.4× faster in fp32 and 3× faster under ``bf16-mixed`` (docs/benchmarks.md); it is also what
-            tensor cores prefer on GPU.
+        channels_last: keep image batches and conv weights in NHWC layout: 1.4× faster in fp32 and 3× under
+            ``bf16-mixed`` for the small CNN on CPU (docs/benchmarks.md); what GPU tensor cores prefer too.
         nested_dropout: e.g. ``{class_path: NestedDropout, init_args: {sigma: 10}}``: nested dropout between
-            every network's ``forward_features`` and its head, which is re-created without bias. Validation
-            during ``fit`` then scores every prefix ``K`` and logs the metrics at the selected ``K``
-            (``val/nested_k``), which is saved in the checkpoint and used in eval mode. Pass it again to
-            ``load_from_checkpoint``, like the strategy.
+            every network's features and its bias-free head. Validation during ``fit`` then scores every prefix
+            ``K`` and logs the metrics at the selected ``K`` (``val/nested_k``), kept in the checkpoint.
         gradient_clip_per_network: clip each network's gradient norm to this value separately (Lightning's
             global ``gradient_clip_val`` would couple two networks through their joint norm).
     """
@@ -78,23 +82,13 @@ class RobustModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["strategy", "regularizers", "optimizer", "lr_scheduler", "nested_dropout"])
         self.strategy = strategy if strategy is not None else CrossEntropy()
         self.regularizers = nn.ModuleList(regularizers)
-        self.nets = nn.ModuleList(
-            create_backbone(backbone, input_shape=input_shape, num_classes=num_classes, **(backbone_kwargs or {}))
-            for _ in range(self.strategy.num_networks)
-        )
-        self.nested_dropout = nested_dropout
-        if nested_dropout is not None:
-            for net in self.nets:
-                net.remove_head_bias()
-            if len(self.nets) > 1:
-                nested_dropout.network_k = torch.zeros(len(self.nets), dtype=torch.long)
-        self.gradient_clip_per_network = gradient_clip_per_network
-        self._prefix_tallies: dict[str, PrefixTally] = {}
-        self.channels_last = channels_last and len(input_shape) == 3
-        if self.channels_last:
-            self.nets.to(memory_format=torch.channels_last)
-        self.strategy.bind(self)
+        self.nets = Networks(backbone, count=self.strategy.num_networks, input_shape=input_shape,
+                             num_classes=num_classes, backbone_kwargs=backbone_kwargs, channels_last=channels_last,
+                             nested_dropout=nested_dropout)  # fmt: skip
+        self.strategy.setup_networks(self.nets)
+        self.automatic_optimization = not self.strategy.manual_optimization
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+        self.gradient_clip_per_network = gradient_clip_per_network
         self.num_classes = num_classes
         # Per-epoch training sums, one in-place add per step (torchmetrics objects cost ~0.1 ms per update):
         # [loss·B, B, correct, flipped, flipped predicted as true label, flipped predicted as noisy label]
@@ -103,101 +97,94 @@ class RobustModule(pl.LightningModule):
             {f"{split}_{name}": MeanMetric() for split in EVAL_SPLITS for name in ("acc", "acc_clean", "loss")}
         )
         self.history: list[dict[str, float]] = []
+        self._selection: PrefixSelection | None = None  # nested-dropout K selection of this validation epoch
 
-    # ---- state that depends on the data size --------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """Give the strategy and regularizers ``N`` and ``C`` before any checkpoint is restored."""
+        """Show the strategy and regularizers the training data before any checkpoint is restored."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and datamodule is not None:
-            train = datamodule.datasets["train"]
-            for part in (self.strategy, *self.regularizers):
-                part.setup(num_samples=len(train), num_classes=self.num_classes)
-            self.strategy.setup_data(inputs=train.inputs, targets=train.targets, num_classes=self.num_classes)
-
-    # ---- forward ------------------------------------------------------------------------------------
-    def forward_all(self, inputs: Tensor | Sequence[Tensor]) -> Forward:
-        """Features ``(B, D)`` and logits ``(B, C)`` of every network, on shared inputs or one tensor per network."""
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        if isinstance(inputs, Tensor):  # one layout conversion, shared
-            inputs = [inputs.contiguous(memory_format=layout)] * len(self.nets)
-        inputs = [x.contiguous(memory_format=layout) for x in inputs]
-        features = tuple(net.forward_features(x) for net, x in zip(self.nets, inputs, strict=True))
-        if self.nested_dropout is None:
-            head_inputs = features
-        elif getattr(self.strategy, "shared_nested_k", True):
-            head_inputs = self.nested_dropout.apply_shared(features)
-        else:  # one k per network (NestedCoTeaching's stage 1: independently trained networks)
-            head_inputs = tuple(self.nested_dropout(f) for f in features)
-        return Forward(features, tuple(net.forward_head(f) for net, f in zip(self.nets, head_inputs, strict=True)))
-
-    @torch.no_grad()
-    def eval_logits(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
-        """``(B_i, C)`` logits of network ``i`` on ``inputs[i]``, without gradients, in eval mode (nested dropout
-        at the network's own validation-optimal ``K``); the training modes are restored afterwards."""
-        parts = [*self.nets, *([self.nested_dropout] if self.nested_dropout is not None else [])]
-        modes = [part.training for part in parts]
-        try:
-            for part in parts:
-                part.eval()
-            logits = []
-            for i, (net, x) in enumerate(zip(self.nets, inputs, strict=True)):
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                features = net.forward_features(x)
-                if self.nested_dropout is not None:
-                    features = self.nested_dropout(features, self.nested_dropout.network_limit(i, features.shape[1]))
-                logits.append(net.forward_head(features))
-            return tuple(logits)
-        finally:
-            for part, mode in zip(parts, modes, strict=True):
-                part.train(mode)
+        if stage != "fit" or datamodule is None:
+            return
+        train = datamodule.datasets["train"]
+        self.strategy.setup(TrainData(len(train), self.num_classes, train.inputs, train.targets))
+        for reg in self.regularizers:
+            reg.setup(num_samples=len(train), num_classes=self.num_classes)
+        if self.strategy.meta_stream is not None:
+            if not hasattr(datamodule, "serve_meta_stream"):
+                raise InputError(f"strategy {type(self.strategy).__name__} needs a meta batch each step, which "
+                                 f"{type(datamodule).__name__} cannot serve")  # fmt: skip
+            datamodule.serve_meta_stream(self.strategy.meta_stream)
 
     def forward(self, inputs: Tensor) -> Tensor:
         """``(B, C)`` mean logits of the networks: the model's prediction."""
-        return self.forward_all(inputs).mean_logits()
+        return self.nets(inputs).mean_logits()
 
     # ---- training -----------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        for part in (self.strategy, *self.regularizers):
-            part.on_train_epoch_start(self.current_epoch)
-        if getattr(self.strategy, "pending_optimizer_reset", False):  # NestedCoTeaching's stage switch
-            self.strategy.pending_optimizer_reset = False
-            self._reset_optimizers(getattr(self.strategy, "stage2_lr", None))
-
-    def _reset_optimizers(self, lr: float | None) -> None:
-        """Clear every optimizer's state (momentum, moments) and, if ``lr``, set every group's learning rate."""
-        for optimizer in self.trainer.optimizers:
-            optimizer.state.clear()
-            for group in optimizer.param_groups:
-                if lr is not None:
-                    group["lr"] = lr
-
-    def compute_loss(self, batch: Batch) -> tuple[Tensor, StepResult, Forward]:
-        """The training loss of one batch: the strategy's loss, then each regularizer's term."""
-        out = self.forward_all(self.strategy.network_inputs(batch))
-        result = self.strategy.compute_loss(batch, out)
-        loss = result.loss
+        plan = self.strategy.on_train_epoch_start(self.current_epoch)
         for reg in self.regularizers:
-            loss = reg.base_loss_scale * loss + reg(batch, out)
-        return loss, result, out
+            reg.on_train_epoch_start(self.current_epoch)
+        if plan is not None:
+            self._follow(plan)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+    def _follow(self, plan: EpochPlan) -> None:
+        """Apply a strategy's :class:`EpochPlan` to the networks' optimizer and the data order."""
+        optimizer = self.trainer.optimizers[0]
+        if plan.reset_optimizer_state:
+            optimizer.state.clear()
+        for group in optimizer.param_groups if plan.lr is not None else ():
+            group["lr"] = plan.lr
+        if plan.sample_order is not None:
+            self.trainer.datamodule.set_sample_order(self.current_epoch, plan.sample_order)
+
+    def training_step(self, batch: Batch | dict[str, Batch], batch_idx: int) -> dict[str, Tensor]:
         """The loss, and the detached ``(B, C)`` mean logits for callbacks (the audit's training dynamics)."""
-        loss, result, out = self.compute_loss(batch)
+        meta = batch.get("meta") if isinstance(batch, dict) else None
+        batch = batch["train"] if isinstance(batch, dict) else batch
+        if self.automatic_optimization:
+            result = self.strategy.step(self.nets, batch, meta)
+            assert result.out is not None, f"{type(self.strategy).__name__}.step must return the networks' outputs"
+            loss = combine_losses(result.loss, self.regularizers, batch, result.out)
+        else:
+            result = self.strategy.manual_step(self.nets, batch, meta, self._manual_step())
+            loss = result.loss.detach()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.targets))
         for key, value in result.logs.items():
             self.log(f"train/{key}", value, batch_size=len(batch.targets))
+        return {"loss": loss, "logits": self._tally_training(batch, loss, result)}
+
+    def _tally_training(self, batch: Batch, loss: Tensor, result: StepResult) -> Tensor:
+        """Add the step to the epoch's training sums; return the detached ``(B, C)`` mean logits."""
+        assert result.out is not None
         with torch.no_grad():
-            logits = out.mean_logits().detach()
+            logits = result.out.mean_logits().detach()
             preds = logits.argmax(1)
             size = torch.full((1,), float(len(batch.targets)), device=preds.device)
             correct = (preds == batch.targets).sum().view(1).float()
             memorization = memorization_counts(preds, batch.targets, batch.clean_targets)
             self.train_sums += torch.cat([loss.detach().float().view(1) * size, size, correct, memorization])
-        return {"loss": loss, "logits": logits}
+        return logits
+
+    def _manual_step(self) -> ManualStep:
+        """The optimizer controls of one manual step (Lightning's own clipping and hooks do not run then)."""
+        nets_optimizer, *own = as_list(self.optimizers())
+
+        def step_networks(loss: Tensor) -> None:
+            nets_optimizer.zero_grad()
+            self.manual_backward(loss)
+            self._clip_per_network()
+            nets_optimizer.step()  # the one counted step of this batch (trainer.global_step)
+            self.strategy.after_optimizer_step(self.nets)
+
+        return ManualStep(step_networks=step_networks, backward=self.manual_backward,
+                          own_optimizers=[opt.optimizer for opt in own],
+                          add_regularizers=lambda loss, batch, out: combine_losses(loss, self.regularizers, batch,
+                                                                                   out))  # fmt: skip
 
     def on_train_epoch_end(self) -> None:
-        """Log the epoch's training metrics and append one row to :attr:`history`."""
+        """Step the schedulers under manual optimisation; log the epoch's training metrics; extend :attr:`history`."""
+        if not self.automatic_optimization:
+            for scheduler in as_list(self.lr_schedulers()):
+                scheduler.step()
         sums = self.trainer.strategy.reduce(self.train_sums.clone(), reduce_op="sum")  # over DDP ranks
         loss_sum, count, correct, flipped, true, noisy = sums.tolist()
         self.train_sums.zero_()
@@ -223,60 +210,27 @@ class RobustModule(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
-        self._prefix_tallies = {}
+        nested = self.nets.nested_dropout
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        self._selection = PrefixSelection(nested) if nested is not None and fitting else None
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self._validated_epoch = self.current_epoch
-        if self._prefix_tallies:
-            self._select_nested_k()
-
-    def _scores_prefixes(self) -> bool:
-        """Nested dropout during ``fit``: validation scores every prefix and selects ``best_k``."""
-        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
-        return self.nested_dropout is not None and fitting
-
-    def _tally_prefixes(self, batch: Batch, split: str) -> None:
-        inputs = batch.inputs
-        if self.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        features = [net.forward_features(inputs) for net in self.nets]
-        weights = [net.linear_head().weight for net in self.nets]
-        tally = self._prefix_tallies.setdefault(split, PrefixTally())
-        tally.update(features, weights, batch.targets, batch.clean_targets)
-
-    def _select_nested_k(self) -> None:
-        """Pick ``argmax_K (val acc_K − penalty·K)``, keep it (not in the sanity check) and log at that K."""
-        assert self.nested_dropout is not None
-        for tally in self._prefix_tallies.values():
-            tally.reduce(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
-        val = self._prefix_tallies.get("val")
-        if val is not None and val.sums is not None and val.counts is not None:
-            k = select_k(val.sums[0], float(val.counts[0]), penalty=self.nested_dropout.penalty)
-            own_k = [select_k(own, float(val.counts[0]), penalty=self.nested_dropout.penalty)
-                     for own in val.sums[3:]] if len(self.nets) > 1 else []  # fmt: skip
-            if not self.trainer.sanity_checking:
-                self.nested_dropout.best_k.fill_(k)
-                self.nested_dropout.network_k.copy_(torch.tensor(own_k, dtype=torch.long))
-            for i, k_i in enumerate(own_k):
-                self.log(f"val/nested_k_net{i}", float(k_i))
-        else:  # no validation split: report the test split at the K in use
-            sums = next((t.sums for t in self._prefix_tallies.values() if t.sums is not None), None)
-            if sums is None:
-                return
-            k = int(self.nested_dropout.best_k) or sums.shape[1]
-        self.log("val/nested_k", float(k))
-        for split, tally in self._prefix_tallies.items():
-            for name, value in tally.metrics(k, split=split).items():
-                self.log(f"{split}/{name}", value, prog_bar=(split, name) == ("val", "acc"))
+        selection, self._selection = self._selection, None
+        if selection is not None:
+            reduce_sum = lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+            for key, value in selection.finish(reduce_sum, keep=not self.trainer.sanity_checking).items():
+                self.log(key, value, prog_bar=key == "val/acc")
 
     def _evaluate(self, batch: Batch, split: str) -> None:
         """Accuracy against the given labels, and against the clean labels where they are known."""
-        if self._scores_prefixes():
-            self._tally_prefixes(batch, split)
+        if self._selection is not None:  # nested dropout: every prefix K at once, logged at epoch end
+            self._selection.update(split, self.nets.features(batch.inputs), self.nets.head_weights(),
+                                   batch.targets, batch.clean_targets)  # fmt: skip
             return
-        out = self.forward_all(batch.inputs)
-        net_logits, logits = out.logits, out.mean_logits()
+        out = self.nets(batch.inputs)
+        logits = out.mean_logits()
         preds, size = logits.argmax(1), len(batch.targets)
         values = {"acc": ((preds == batch.targets).float(), 1)}
         if split == "val":  # the test labels are clean, so test/acc is already the clean accuracy
@@ -289,26 +243,34 @@ class RobustModule(pl.LightningModule):
             metric.update(value, weight)
             self.log(f"{split}/{name}", metric, batch_size=size, add_dataloader_idx=False,
                      prog_bar=(split, name) == ("val", "acc"))  # fmt: skip
-        for i, z in enumerate(net_logits if len(net_logits) > 1 else ()):
+        for i, z in enumerate(out.logits if len(out.logits) > 1 else ()):
             acc = (z.argmax(1) == batch.targets).float().mean()
             self.log(f"{split}/acc_net{i}", acc, batch_size=size, add_dataloader_idx=False)
 
     # ---- optimisation and checkpoints ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        """The networks' optimizer (and scheduler), then the strategy's own optimizers (manual mode only)."""
         optimizer = self.optimizer_factory(self.nets.parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+        own = self.strategy.optimizers()
+        if own and self.automatic_optimization:
+            raise InputError(f"strategy {type(self.strategy).__name__} has its own optimizers, which needs "
+                             "manual_optimization = True")  # fmt: skip
+        first = optimizer if self.lr_scheduler_factory is None else \
+            {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}  # fmt: skip
+        return [first, *({"optimizer": o} for o in own)] if own else first
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        self.strategy.after_optimizer_step()
+        self.strategy.after_optimizer_step(self.nets)
 
     def configure_gradient_clipping(
         self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
     ) -> None:
         """Lightning's clipping (``Trainer(gradient_clip_val=...)``), then each network's norm on its own."""
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self._clip_per_network()
+
+    def _clip_per_network(self) -> None:
         if self.gradient_clip_per_network is not None:
             for net in self.nets:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), self.gradient_clip_per_network)

@@ -48,7 +48,52 @@ class Forward:
 
 @dataclass(frozen=True)
 class StepResult:
-    """What a strategy returns: the scalar loss and extra scalars to log under ``train/``."""
+    """What a strategy returns for one training step.
+
+    Attributes:
+        loss: the scalar training loss (in manual optimisation: the loss of the real update, for logging).
+        logs: extra scalars to log under ``train/``.
+        out: the networks' outputs on the batch, which regularizers and the training metrics read (set by
+            :meth:`Strategy.step`; ``None`` only for a bare :meth:`Strategy.compute_loss`).
+    """
 
     loss: Tensor
     logs: Mapping[str, Tensor | float] = field(default_factory=dict)
+    out: Forward | None = None
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The training split as a strategy or regularizer sees it once before fitting.
+
+    Attributes:
+        num_samples: ``N``.
+        num_classes: ``C``.
+        inputs: ``(N, ...)`` raw training inputs on the CPU (uint8 images before normalisation, or features).
+        targets: ``(N,)`` int64 given (possibly noisy) labels; positions match :attr:`Batch.index`.
+    """
+
+    num_samples: int
+    num_classes: int
+    inputs: Tensor
+    targets: Tensor
+
+
+@dataclass(frozen=True)
+class MetaStream:
+    """A second batch for every training step, prepared exactly like training batches (normalised, augmented).
+
+    A strategy asks for one through ``Strategy.meta_stream``; the data module serves it. Batches are drawn
+    without replacement from ``positions`` in a seeded order that depends only on ``(seed, epoch)``, so a
+    resumed run draws the same meta batches.
+
+    Attributes:
+        batch_size: samples per meta batch.
+        positions: ``(M,)`` positions of the training split to draw from (``None``: the whole split, uniformly).
+        trusted: serve the true labels of ``positions`` as ``targets`` (a designated clean subset, as
+            Meta-Weight-Net's); the data must know them.
+    """
+
+    batch_size: int
+    positions: Tensor | None = None
+    trusted: bool = False

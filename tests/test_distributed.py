@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustlabels.distributed import gather_rows
+from robustlabels.networks import Networks
 from robustlabels.regularizers.elr import ELR
 from robustlabels.regularizers.neighbor_consistency import (
     NeighborConsistency,
@@ -29,7 +30,7 @@ from robustlabels.regularizers.neighbor_consistency import (
     neighbor_weights,
 )
 from robustlabels.strategies.elr_plus import ELRPlus
-from robustlabels.types import Batch, Forward
+from robustlabels.types import Batch, Forward, TrainData
 
 WORLD = 2
 NUM_SAMPLES, NUM_CLASSES, DIM = 12, 3, 5
@@ -88,10 +89,18 @@ def new_elr() -> ELR:
 
 
 def new_elr_plus() -> ELRPlus:
-    """Unbound (no weight averages, no mixup): each network's targets follow its peer's logits."""
+    """ELR+ over two tiny MLPs seeded alike in every process: each network's targets follow its peer's weight
+    average on the batch's inputs."""
+    torch.manual_seed(0)
+    nets = Networks("mlp", count=2, input_shape=(DIM,), num_classes=NUM_CLASSES, backbone_kwargs={"hidden": 4})
     strategy = ELRPlus(momentum=0.7, weight=3.0)
-    strategy.setup(num_samples=NUM_SAMPLES, num_classes=NUM_CLASSES)
+    strategy.setup_networks(nets)
+    strategy.setup(TrainData(NUM_SAMPLES, NUM_CLASSES, torch.zeros(NUM_SAMPLES, DIM), torch.zeros(NUM_SAMPLES)))
     return strategy
+
+
+def feature_batch(index: Tensor, features: Tensor) -> Batch:
+    return make_batch(index)._replace(inputs=features)
 
 
 def two_networks(features: Tensor, logits: Tensor) -> Forward:
@@ -139,7 +148,7 @@ def _rank_results(rank: int) -> dict[str, Any]:
         mine = rank_slice(rank, step_sizes(step))
         loss = elr(make_batch(index[mine]), Forward((features[mine],), (logits[mine],)))
         results["elr_loss"].append(loss)
-        elr_plus.compute_loss(make_batch(index[mine]), two_networks(features[mine], logits[mine]))
+        elr_plus.compute_loss(feature_batch(index[mine], features[mine]), two_networks(features[mine], logits[mine]))
         bank.update_bank(index[mine], features[mine], logits[mine])
     results["elr_targets"], results["elr_plus_targets"] = elr.targets, elr_plus.targets
     results["bank_features"], results["bank_probs"] = bank.bank_features, bank.bank_probs
@@ -222,7 +231,7 @@ def test_elr_plus_targets_of_both_networks_match_one_process(ranks: list[dict[st
     strategy = new_elr_plus()
     for step in range(len(STEP_INDEX)):
         index, features, logits = step_data(step)
-        strategy.compute_loss(make_batch(index), two_networks(features, logits))
+        strategy.compute_loss(feature_batch(index, features), two_networks(features, logits))
     assert not torch.allclose(strategy.targets[0], strategy.targets[1])  # each from its own peer
     for result in ranks:
         assert torch.allclose(result["elr_plus_targets"], strategy.targets, atol=1e-7)

@@ -40,7 +40,7 @@ def test_two_networks_are_initialised_independently() -> None:
 
 def test_single_network_strategies_are_unaffected() -> None:
     model = module(blobs(), CrossEntropy())
-    assert len(model.nets) == 1 and model.nested_dropout is None and model.gradient_clip_per_network is None
+    assert len(model.nets) == 1 and model.nets.nested_dropout is None and model.gradient_clip_per_network is None
     assert model.nets[0].linear_head().bias is not None
     assert not any(key.startswith("nested_dropout") for key in model.state_dict())
 
@@ -92,7 +92,7 @@ def test_checkpoint_round_trip_holds_both_networks_and_the_best_k(tmp_path: Path
     assert {k for k in saved if k.startswith("nets.1.")} and saved.keys() == restored.state_dict().keys()
     for key, value in restored.state_dict().items():  # NaN: CoTeaching's unused forget-rate estimate
         torch.testing.assert_close(value, saved[key], rtol=0, atol=0, equal_nan=True, msg=key)
-    assert int(restored.nested_dropout.best_k) == int(last["val/nested_k"]) >= 1
+    assert int(restored.nets.nested_dropout.best_k) == int(last["val/nested_k"]) >= 1
     batch = next(iter(dm.test_dataloader()))
     model.eval()
     restored.eval()

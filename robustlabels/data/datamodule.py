@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from robustlabels.data.augment import normalize, random_crop, random_hflip
 from robustlabels.errors import InputError, check_interval
 from robustlabels.noise import NoiseModel, NoisyLabels, NoNoise
-from robustlabels.types import Batch
+from robustlabels.types import Batch, MetaStream
 
 Augment = Literal["default", "none", "crop", "crop_flip"]
 
@@ -47,24 +47,35 @@ class EpochBatchSampler(Sampler[list[int]]):
     """Yields lists of positions; the shuffle order is a pure function of ``(seed, epoch)``.
 
     Lightning calls :meth:`set_epoch` every epoch, so a run resumed from a checkpoint sees exactly the
-    batches an uninterrupted run would.
+    batches an uninterrupted run would. :meth:`set_order` replaces one epoch's order (a curriculum); the
+    order is read when the epoch's first batch is drawn.
     """
 
     def __init__(self, size: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False):
-        self.size, self.batch_size, self.shuffle, self.seed, self.drop_last = (
-            size,
-            batch_size,
-            shuffle,
-            seed,
-            drop_last,
-        )
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.drop_last = drop_last
         self.epoch = 0
+        self.orders: dict[int, list[int]] = {}  # epoch -> positions, set by a strategy's EpochPlan
+        self.started = -1  # the epoch whose batches are being drawn
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def set_order(self, epoch: int, order: Tensor) -> None:
+        """Visit the positions ``order (N,)`` (a permutation of ``0..N−1``) in epoch ``epoch``."""
+        if epoch == self.started:
+            raise InputError(f"the sample order of epoch {epoch} arrived after its first batch was drawn "
+                             "(with num_workers > 0 the first epoch's order cannot be changed)")  # fmt: skip
+        if order.shape != (self.size,) or not torch.equal(order.sort().values.cpu(), torch.arange(self.size)):
+            raise InputError(f"a sample order must be a permutation of the {self.size} training positions; "
+                             f"got shape {tuple(order.shape)}")  # fmt: skip
+        self.orders = {epoch: order.tolist()}
+
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
+        self.started = self.epoch
+        if self.epoch in self.orders:
+            order = self.orders[self.epoch]
+        elif self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.size, generator=gen).tolist()
         else:
@@ -76,6 +87,33 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         full, rest = divmod(self.size, self.batch_size)
         return full if (self.drop_last or rest == 0) else full + 1
+
+
+class MetaBatchSampler(Sampler[list[int]]):
+    """``num_batches`` batches per epoch drawn from ``pool`` without replacement, reshuffled when exhausted.
+
+    The draws are a pure function of ``(seed, epoch)``, like :class:`EpochBatchSampler`'s, so a resumed run
+    draws the same meta batches.
+    """
+
+    def __init__(self, pool: Tensor, batch_size: int, *, num_batches: int, seed: int) -> None:
+        self.pool, self.batch_size, self.num_batches, self.seed = pool.cpu(), batch_size, num_batches, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 2 + 1)
+        order: list[int] = []
+        for _ in range(self.num_batches):
+            while len(order) < self.batch_size:
+                order += self.pool[torch.randperm(len(self.pool), generator=gen)].tolist()
+            yield order[: self.batch_size]
+            order = order[self.batch_size :]
+
+    def __len__(self) -> int:
+        return self.num_batches
 
 
 def stratified_split(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,6 +194,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.fake = fake
         self.noisy: NoisyLabels | None = None
         self.datasets: dict[str, ArrayDataset] = {}
+        self.meta_stream: MetaStream | None = None
+        self.meta_pool = torch.zeros(0, dtype=torch.long)
 
     # ---- what subclasses provide -------------------------------------------------------------------
     def load_split(self, split: Literal["train", "test"]) -> tuple[np.ndarray, ...]:
@@ -226,16 +266,49 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         train = self.datasets["train"]
         return float((train.targets != train.clean_targets).float().mean())
 
+    # ---- what a strategy may ask for ---------------------------------------------------------------
+    def serve_meta_stream(self, stream: MetaStream) -> None:
+        """Serve ``{"train": Batch, "meta": Batch}`` from now on, the meta batches drawn as ``stream`` says."""
+        train = self.datasets["train"]
+        pool = torch.arange(len(train)) if stream.positions is None else stream.positions.cpu().long()
+        if len(pool) == 0 or int(pool.min()) < 0 or int(pool.max()) >= len(train) or stream.batch_size < 1:
+            raise InputError(f"a meta stream needs batch_size >= 1 and positions in [0, {len(train)}); got "
+                             f"batch_size {stream.batch_size} and {len(pool)} positions")  # fmt: skip
+        if stream.trusted and bool((train.clean_targets[pool] < 0).any()):
+            raise InputError("a trusted meta stream needs the true labels of its positions, which this data lacks")
+        self.meta_stream, self.meta_pool = stream, pool
+
+    def set_sample_order(self, epoch: int, order: Tensor) -> None:
+        """Visit the training positions in ``order (N,)`` during ``epoch`` (a strategy's curriculum)."""
+        loader = self.trainer.train_dataloader if self.trainer is not None else None
+        loader = loader["train"] if isinstance(loader, dict) else loader
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, EpochBatchSampler):
+            raise InputError(f"{type(self).__name__} cannot set a sample order: its training sampler is "
+                             f"{type(sampler).__name__}")  # fmt: skip
+        sampler.set_order(epoch, order)
+
     # ---- loaders ------------------------------------------------------------------------------------
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader[Batch]:
         dataset = self.datasets[split]
         size = self.batch_size if shuffle else self.eval_batch_size
         sampler = EpochBatchSampler(len(dataset), size, shuffle=shuffle, seed=self.split_seed)
+        return self._wrap(dataset, sampler)
+
+    def _wrap(self, dataset: ArrayDataset, sampler: Sampler[list[int]]) -> DataLoader[Batch]:
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)  # fmt: skip
 
-    def train_dataloader(self) -> DataLoader[Batch]:
-        return self._loader("train", shuffle=True)
+    def train_dataloader(self) -> DataLoader[Batch] | dict[str, DataLoader[Batch]]:
+        train = self._loader("train", shuffle=True)
+        if self.meta_stream is None:
+            return train
+        source = self.datasets["train"]
+        if self.meta_stream.trusted:  # the true labels of the designated clean subset are its targets
+            source = ArrayDataset(source.inputs, source.clean_targets, source.clean_targets)
+        sampler = MetaBatchSampler(self.meta_pool, self.meta_stream.batch_size, num_batches=len(train),
+                                   seed=self.split_seed)  # fmt: skip
+        return {"train": train, "meta": self._wrap(source, sampler)}
 
     def val_dataloader(self) -> list[DataLoader[Batch]]:
         """Validation (noisy labels) and test (clean labels), so both are logged every epoch."""
@@ -247,17 +320,23 @@ class NoisyLabelDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader[Batch]:
         return self._loader("train", shuffle=False)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Batch:
-        """Normalise uint8 images, and augment them when training, on the batch's device."""
+    def transform(self, batch: Batch, *, training: bool) -> Batch:
+        """Normalise uint8 images, and augment them when ``training``, on the batch's device."""
         x = batch.inputs
         if x.dtype == torch.uint8:
-            training = self.trainer is not None and self.trainer.training
             if training and self.augment in ("crop", "crop_flip"):
                 x = random_crop(x, self.crop_padding)
             if training and self.augment == "crop_flip":
                 x = random_hflip(x)
             x = normalize(x, self.mean.to(x.device), self.std.to(x.device))
         return batch._replace(inputs=x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Batch | dict[str, Batch]:
+        """:meth:`transform` every batch (training and meta batches alike) on the training device."""
+        training = self.trainer is not None and self.trainer.training
+        if isinstance(batch, dict):
+            return {name: self.transform(part, training=training) for name, part in batch.items()}
+        return self.transform(batch, training=training)
 
     # ---- checkpoints: the noisy labels are part of the run ------------------------------------------
     def state_dict(self) -> dict[str, Any]:

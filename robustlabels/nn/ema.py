@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -33,36 +32,19 @@ def ema_decay(step: int, *, max_decay: float, rampup_steps: int) -> float:
     return min(1.0 - 1.0 / (step + 1), max_decay)
 
 
-class WeightAverage(nn.Module):
-    """Frozen copies of ``nets`` whose parameters follow ``θ̄ ← d·θ̄ + (1 − d)·θ`` after each step.
+def weight_average(net: nn.Module) -> nn.Module:
+    """A frozen copy of ``net`` (``requires_grad=False``, so optimizers and DDP leave it alone) to average into.
 
-    Only the parameters are averaged. Buffers (BatchNorm statistics) are each copy's own: they are updated
-    by the copy's own forward passes in training mode, as in the official ELR+ code. The copies take no
-    gradients (``requires_grad=False``), so optimizers and DDP leave them alone, and they are saved in
-    checkpoints with the module that owns them.
-
-    Args:
-        nets: the networks to follow; each copy starts from its network's current weights.
-        channels_last: feed 4-D inputs in NHWC layout (as ``RobustModule(channels_last=True)`` does).
+    Only parameters are averaged (:func:`update_average`); buffers (BatchNorm statistics) are the copy's own,
+    updated by its own forward passes in training mode, as in the official ELR+ code.
     """
+    average = copy.deepcopy(net)
+    average.requires_grad_(False)
+    return average
 
-    def __init__(self, nets: Iterable[nn.Module], *, channels_last: bool = False) -> None:
-        super().__init__()
-        self.copies = nn.ModuleList(copy.deepcopy(net) for net in nets)
-        self.copies.requires_grad_(False)
-        self.channels_last = channels_last
 
-    @torch.no_grad()
-    def update(self, nets: Iterable[nn.Module], decay: float) -> None:
-        """Move every copy towards its network: ``θ̄ ← decay·θ̄ + (1 − decay)·θ``."""
-        for average, net in zip(self.copies, nets, strict=True):
-            averaged: list[Tensor] = list(average.parameters())
-            current = [p.detach() for p in net.parameters()]
-            torch._foreach_lerp_(averaged, current, 1.0 - decay)
-
-    @torch.no_grad()
-    def logits(self, i: int, inputs: Tensor) -> Tensor:
-        """``(B, C)`` logits of copy ``i`` on ``inputs (B, ...)``, without gradients, in the current mode."""
-        if self.channels_last and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return self.copies[i](inputs)
+@torch.no_grad()
+def update_average(average: nn.Module, net: nn.Module, decay: float) -> None:
+    """Move every parameter of ``average`` towards ``net``'s: ``θ̄ ← decay·θ̄ + (1 − decay)·θ``."""
+    averaged: list[Tensor] = list(average.parameters())
+    torch._foreach_lerp_(averaged, [p.detach() for p in net.parameters()], 1.0 - decay)

@@ -70,8 +70,9 @@ class NestedDropout(nn.Module):
     """Nested dropout between ``forward_features`` and a bias-free ``forward_head``.
 
     ``RobustModule(nested_dropout=NestedDropout(sigma=10))`` removes the head biases of its networks and
-    applies this layer to each network's features; with two networks they share one ``k`` per mini-batch
-    (as in stage 2 of Nested Co-teaching). ``Forward.features`` stay unmasked.
+    applies this layer to each network's features (:class:`robustlabels.networks.Networks`); with two
+    networks they share one ``k`` per mini-batch unless the strategy asks otherwise. ``Forward.features``
+    stay unmasked. During ``fit``, validation scores every prefix with :class:`PrefixSelection`.
 
     Args:
         sigma: σ of ``p(k) ∝ exp(−(k/σ)²)`` (``--nested`` in the official scripts: 10 for CIFAR-10, 100 for
@@ -85,7 +86,8 @@ class NestedDropout(nn.Module):
             best-validation checkpoint, which a ``ModelCheckpoint(monitor="val/acc")`` reproduces (the buffer
             is saved with the weights).
         network_k: ``(M,)`` int64 buffer, with ``M > 1`` networks: each network's own validation-optimal
-            ``K`` (0 until selected), as each official stage-1 run keeps its own; :meth:`network_limit`.
+            ``K`` (0 until selected); :meth:`network_limit`. The official Nested Co-teaching fine-tuning scores
+            both networks at the model's ``best_k``; ``NestedCoTeaching(k_selection="per_network")`` uses these.
 
     Reference: Chen et al., "Boosting Co-teaching with Compression Regularization for Label Noise",
     CVPR Workshops (L2ID) 2021; Rippel et al., "Learning Ordered Representations with Nested Dropout", 2014.
@@ -101,7 +103,7 @@ class NestedDropout(nn.Module):
             raise InputError(f"`penalty` must be >= 0; got {penalty!r}")
         self.sigma, self.penalty = float(sigma), float(penalty)
         self.register_buffer("best_k", torch.zeros((), dtype=torch.long))
-        self.register_buffer("network_k", torch.zeros(0, dtype=torch.long))  # sized by RobustModule
+        self.register_buffer("network_k", torch.zeros(0, dtype=torch.long))  # sized by Networks
         self._cdf: dict[int, list[float]] = {}  # per feature dim, on the host: sampling needs no device sync
 
     def draw_k(self, dim: int, *, generator: torch.Generator | None = None) -> int:
@@ -112,21 +114,21 @@ class NestedDropout(nn.Module):
         u = float(torch.rand((), generator=generator, dtype=torch.float64))
         return min(bisect.bisect_right(self._cdf[dim], u), dim - 1) + 1
 
-    def forward(self, features: Tensor, k: int | None = None) -> Tensor:
+    def forward(self, features: Tensor, k: int | Tensor | None = None) -> Tensor:
         """Mask ``(B, D)`` features: with ``k`` (drawn if None) in training, with ``best_k`` in eval mode."""
         if self.training:
             return prefix_mask(features, self.draw_k(features.shape[1]) if k is None else k)
-        if k is not None:
-            return prefix_mask(features, k)
-        limit = torch.where(self.best_k > 0, self.best_k, features.shape[1])  # no host sync
-        return prefix_mask(features, limit)
+        return prefix_mask(features, self.model_limit(features.shape[1]) if k is None else k)
+
+    def model_limit(self, dim: int) -> Tensor:
+        """0-d prefix length in eval mode: ``best_k``, or all ``dim`` channels before the first selection."""
+        return torch.where(self.best_k > 0, self.best_k, dim)  # no host sync
 
     def network_limit(self, network: int, dim: int) -> Tensor:
-        """0-d prefix length for network ``network`` in eval mode: its own ``K``, else ``best_k``, else ``dim``."""
-        model_k = torch.where(self.best_k > 0, self.best_k, dim)
+        """0-d prefix length for network ``network`` in eval mode: its own ``K``, else :meth:`model_limit`."""
         if network >= len(self.network_k):
-            return model_k
-        return torch.where(self.network_k[network] > 0, self.network_k[network], model_k)
+            return self.model_limit(dim)
+        return torch.where(self.network_k[network] > 0, self.network_k[network], self.model_limit(dim))
 
     def apply_shared(self, features: Sequence[Tensor]) -> tuple[Tensor, ...]:
         """Mask every network's features; in training, with one ``k`` for the whole mini-batch."""
@@ -185,4 +187,54 @@ class PrefixTally:
         return values
 
 
-__all__ = ["NestedDropout", "PrefixTally", "nested_k_probs", "prefix_logits", "prefix_mask", "select_k"]
+class PrefixSelection:
+    """One validation epoch of nested dropout during ``fit``: tally every prefix ``K`` per split, then select.
+
+    The selected ``K`` maximises the penalised validation accuracy of the model (the mean of the networks'
+    logits), as the official code selects it; with several networks, each network's own ``K`` is selected
+    too (:attr:`NestedDropout.network_k`). Without a validation split the ``K`` in use is reported.
+    """
+
+    def __init__(self, nested: NestedDropout) -> None:
+        self.nested = nested
+        self.tallies: dict[str, PrefixTally] = {}
+
+    def update(self, split: str, features: Sequence[Tensor], weights: Sequence[Tensor], targets: Tensor,
+               clean: Tensor) -> None:  # fmt: skip
+        """Add one batch of ``split``: each network's ``(B, D)`` features and ``(C, D)`` head weight."""
+        self.tallies.setdefault(split, PrefixTally()).update(features, weights, targets, clean)
+
+    def finish(self, reduce_sum: Callable[[Tensor], Tensor], *, keep: bool) -> dict[str, float]:
+        """Sum over processes, select ``K`` (stored in the buffers only if ``keep``: not in Lightning's sanity
+        check) and return the metrics to log: ``val/nested_k``, ``val/nested_k_net{i}``, ``{split}/acc`` ..."""
+        for tally in self.tallies.values():
+            tally.reduce(reduce_sum)
+        val, logs = self.tallies.get("val"), {}
+        if val is not None and val.sums is not None and val.counts is not None:
+            penalty, total = self.nested.penalty, float(val.counts[0])
+            k = select_k(val.sums[0], total, penalty=penalty)
+            own_k = [select_k(own, total, penalty=penalty) for own in val.sums[3:]] if len(val.sums) > 4 else []
+            if keep:
+                self.nested.best_k.fill_(k)
+                self.nested.network_k.copy_(torch.tensor(own_k, dtype=torch.long))
+            logs.update({f"val/nested_k_net{i}": float(k_i) for i, k_i in enumerate(own_k)})
+        else:  # no validation split: report the other splits at the K in use
+            sums = next((t.sums for t in self.tallies.values() if t.sums is not None), None)
+            if sums is None:
+                return {}
+            k = int(self.nested.best_k) or sums.shape[1]
+        logs["val/nested_k"] = float(k)
+        for split, tally in self.tallies.items():
+            logs.update({f"{split}/{name}": value for name, value in tally.metrics(k, split=split).items()})
+        return logs
+
+
+__all__ = [
+    "NestedDropout",
+    "PrefixSelection",
+    "PrefixTally",
+    "nested_k_probs",
+    "prefix_logits",
+    "prefix_mask",
+    "select_k",
+]

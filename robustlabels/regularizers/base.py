@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -10,10 +11,12 @@ from robustlabels.registry import Registry
 from robustlabels.types import Batch, Forward
 
 
-class Regularizer(nn.Module):
+class Regularizer(nn.Module, ABC):
     """An additive term ``weight · R(batch, out)``; per-sample state lives in registered buffers.
 
-    ``base_loss_scale`` multiplies the strategy's loss (NCR uses ``1 − α``; most regularizers keep 1).
+    ``base_loss_scale`` multiplies the strategy's loss (NCR uses ``1 − α``; most regularizers keep 1). The
+    module scales only the strategy's loss, by the product of every regularizer's scale, and then adds the
+    terms, so the loss does not depend on the order of the regularizers (:func:`combine_losses`).
     """
 
     base_loss_scale: float = 1.0
@@ -27,6 +30,15 @@ class Regularizer(nn.Module):
     @abstractmethod
     def forward(self, batch: Batch, out: Forward) -> Tensor:
         """Return the scalar term to add to the loss."""
+
+
+def combine_losses(strategy_loss: Tensor, regularizers: Sequence[Regularizer], batch: Batch, out: Forward) -> Tensor:
+    """``Π_r scale_r · strategy_loss + Σ_r R_r(batch, out)``: the training loss, independent of the order."""
+    scale, terms = 1.0, []
+    for reg in regularizers:
+        scale *= reg.base_loss_scale
+        terms.append(reg(batch, out))
+    return scale * strategy_loss + sum(terms) if terms else strategy_loss
 
 
 REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")

@@ -1,60 +1,129 @@
-"""The Strategy interface: how the per-sample losses of one or more networks become the training loss."""
+"""The Strategy interface: how one or more networks learn from a batch whose labels may be wrong.
+
+``RobustModule`` drives a strategy only through the hooks below, in this order:
+
+1. :meth:`Strategy.setup_networks` once, when the networks exist (state built from them: weight averages);
+2. :meth:`Strategy.setup` once the training data is known (state sized ``N × C``, estimates from the data);
+3. :meth:`Strategy.on_train_epoch_start` each epoch, which may return an :class:`EpochPlan`;
+4. each step either :meth:`Strategy.step` (automatic optimisation: the module adds the regularizers,
+   back-propagates and steps the networks' optimizer) or, with ``manual_optimization``,
+   :meth:`Strategy.manual_step` (the strategy updates through a :class:`ManualStep`);
+5. :meth:`Strategy.after_optimizer_step` after every update of the networks, in both modes.
+
+A strategy never holds the module: what it may touch arrives as arguments.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from torch import Tensor, nn
+from torch.optim import Optimizer
 
+from robustlabels.networks import Networks
 from robustlabels.registry import Registry
-from robustlabels.types import Batch, Forward, StepResult
+from robustlabels.types import Batch, Forward, MetaStream, StepResult, TrainData
 
-if TYPE_CHECKING:
-    from robustlabels.module import RobustModule
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What a strategy asks of the training loop for the epoch that starts.
+
+    Attributes:
+        reset_optimizer_state: clear the networks' optimizer state (momentum, Adam moments).
+        lr: set every parameter group of the networks' optimizer to this learning rate.
+        sample_order: ``(N,)`` positions of the training split in the order to visit them this epoch (a
+            curriculum); ``None`` keeps the seeded shuffle. It must be a function of the strategy's state, so
+            that a resumed run computes the same order again.
+    """
+
+    reset_optimizer_state: bool = False
+    lr: float | None = None
+    sample_order: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ManualStep:
+    """What a strategy with ``manual_optimization`` may do in one training step.
+
+    Attributes:
+        step_networks: given the real loss of the networks, do the one counted update: zero their gradients,
+            back-propagate, clip each network's gradient (``gradient_clip_per_network``), step their optimizer
+            and call :meth:`Strategy.after_optimizer_step`. Call it exactly once per step.
+        backward: precision-aware ``loss.backward()`` for the strategy's own losses (e.g. a meta loss).
+        own_optimizers: the optimizers of :meth:`Strategy.optimizers`, stepped by the strategy itself.
+        add_regularizers: ``(loss, batch, out) -> loss`` with the run's regularizers added, as in automatic mode.
+    """
+
+    step_networks: Callable[[Tensor], None]
+    backward: Callable[[Tensor], None]
+    own_optimizers: Sequence[Optimizer]
+    add_regularizers: Callable[[Tensor, Batch, Forward], Tensor]
 
 
 class Strategy(nn.Module, ABC):
     """Base class of every training strategy.
 
-    A strategy is an ``nn.Module`` so that its per-sample state (registered buffers) moves with the model
-    and is saved in checkpoints. ``RobustModule`` calls, in order: :meth:`bind` once its networks exist,
-    :meth:`setup` and :meth:`setup_data` once the data is known, :meth:`on_train_epoch_start` each epoch,
-    and each step :meth:`network_inputs`, :meth:`compute_loss` and, after the optimiser step,
-    :meth:`after_optimizer_step`.
+    A strategy is an ``nn.Module``, so its per-sample state (registered buffers) and its own parameters move
+    with the model and are saved in checkpoints.
 
     Class attributes:
         num_networks: how many independently initialised backbones the strategy trains.
+        manual_optimization: the strategy updates the networks itself in :meth:`manual_step` (meta-learning);
+            it may then own parameters with their own optimizers (:meth:`optimizers`).
         uses_clean_labels: True only for benchmark baselines (``Oracle``) that read ``clean_targets``.
+
+    Attributes:
+        shared_nested_k: with nested dropout, all networks share one ``k`` per training forward.
+        meta_stream: ask for a second batch each step (:class:`MetaStream`); it reaches :meth:`step` and
+            :meth:`manual_step` as ``meta``.
     """
 
     num_networks: ClassVar[int] = 1
+    manual_optimization: ClassVar[bool] = False
     uses_clean_labels: ClassVar[bool] = False
+    shared_nested_k: bool = True
+    meta_stream: MetaStream | None = None
 
-    def bind(self, module: RobustModule) -> None:
-        """See the module once its networks are built (e.g. to copy them); do not keep ``module`` itself as an
-        attribute, which would register it as a submodule of its own child."""
+    def setup_networks(self, nets: Networks) -> None:
+        """Build state from the networks (e.g. weight averages) or refuse an incompatible set-up; called once
+        when the module is built, so the state exists before a checkpoint is loaded."""
 
-    def setup(self, *, num_samples: int, num_classes: int) -> None:
-        """Allocate state that depends on the training-set size ``N`` and class count ``C``."""
+    def setup(self, data: TrainData) -> None:
+        """Allocate state sized by the training data and look at the data once (e.g. estimate the noise rate)."""
 
-    def setup_data(self, *, inputs: Tensor, targets: Tensor, num_classes: int) -> None:
-        """Look at the training data once before fitting (e.g. ``CoTeaching(forget_rate="estimate")``)."""
+    def on_train_epoch_start(self, epoch: int) -> EpochPlan | None:
+        """Advance epoch-level schedules (``epoch`` counts from 0); return a plan to change the loop."""
+        return None
 
-    def on_train_epoch_start(self, epoch: int) -> None:
-        """Advance epoch-level schedules (``epoch`` counts from 0)."""
+    def step(self, nets: Networks, batch: Batch, meta: Batch | None = None) -> StepResult:
+        """One training step in automatic optimisation: run the networks, return the loss and their outputs.
 
-    def network_inputs(self, batch: Batch) -> Tensor | tuple[Tensor, ...]:
-        """The training inputs: one ``(B, ...)`` tensor for all networks (default: ``batch.inputs``) or one per
-        network (e.g. ELR+'s mixup)."""
-        return batch.inputs
-
-    def after_optimizer_step(self) -> None:
-        """Update state that follows the weights (e.g. weight averages) after each optimiser step."""
+        Override it to own the forward (e.g. mixup inputs, eval-mode selection passes); most strategies only
+        override :meth:`compute_loss`.
+        """
+        out = nets(batch.inputs, shared_k=self.shared_nested_k)
+        return replace(self.compute_loss(batch, out), out=out)
 
     @abstractmethod
     def compute_loss(self, batch: Batch, out: Forward) -> StepResult:
-        """Return the scalar training loss for ``batch`` from the networks' outputs ``out``."""
+        """The scalar training loss for ``batch`` from the networks' outputs ``out``."""
+
+    def optimizers(self) -> list[Optimizer]:
+        """Optimizers of the strategy's own parameters (manual optimisation only)."""
+        return []
+
+    def manual_step(self, nets: Networks, batch: Batch, meta: Batch | None, ctx: ManualStep) -> StepResult:
+        """One training step with ``manual_optimization``: update through ``ctx`` and return the result."""
+        raise NotImplementedError(f"{type(self).__name__} uses automatic optimization")
+
+    def after_optimizer_step(self, nets: Networks) -> None:
+        """Update state that follows the weights (e.g. weight averages) after each update of the networks."""
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+__all__ = ["STRATEGIES", "EpochPlan", "ManualStep", "MetaStream", "Strategy", "TrainData"]

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from robustlabels.errors import InputError, check_interval
 from robustlabels.strategies.base import STRATEGIES, Strategy
-from robustlabels.types import Batch, Forward, StepResult
+from robustlabels.types import Batch, Forward, StepResult, TrainData
 
 
 def forget_rate_schedule(epoch: int, *, forget_rate: float, num_gradual: int, exponent: float = 1.0) -> float:
@@ -44,7 +44,7 @@ def estimate_forget_rate(
 
     A 2-fold (stratified where possible) PCA(50) + standardised logistic regression on the flattened
     ``(N, ...)`` inputs of at most ``max_samples`` random rows, then
-    :func:`robustlabels.audit.confident.estimate_joint`. On MNIST (10k) with 20% / 38% symmetric noise it
+    :func:`robustlabels.noise.joint.estimate_joint`. On MNIST (10k) with 20% / 38% symmetric noise it
     gave 0.23 / 0.43 in about 10 s on 2 cores: a slight overestimate, as a weak model's own errors count
     as noise.
     """
@@ -127,15 +127,15 @@ class CoTeaching(Strategy):
 
     @property
     def prior(self) -> float:
-        """``τ``: the given forget rate, or the estimate (NaN before :meth:`setup_data`)."""
+        """``τ``: the given forget rate, or the estimate (NaN before :meth:`setup`)."""
         return float(self.estimated_forget_rate) if self.forget_rate == "estimate" else float(self.forget_rate)
 
-    def setup_data(self, *, inputs: Tensor, targets: Tensor, num_classes: int) -> None:
+    def setup(self, data: TrainData) -> None:
         """Estimate ``τ`` from the noisy training set when ``forget_rate="estimate"`` (once per run)."""
         if self.forget_rate != "estimate" or not math.isnan(self.prior):
             return
-        rate = estimate_forget_rate(inputs.cpu().numpy(), targets.cpu().numpy(), num_classes=num_classes,
-                                    max_samples=self.estimate_samples)  # fmt: skip
+        rate = estimate_forget_rate(data.inputs.cpu().numpy(), data.targets.cpu().numpy(),
+                                    num_classes=data.num_classes, max_samples=self.estimate_samples)  # fmt: skip
         self.estimated_forget_rate.fill_(min(rate, 0.99))
         rank_zero_info(f"CoTeaching: forget_rate estimated by confident learning: {self.prior:.4f}")
 

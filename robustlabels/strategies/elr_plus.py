@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -11,13 +13,11 @@ from torch import Tensor, nn
 
 from robustlabels.distributed import gather_rows
 from robustlabels.errors import InputError, check_interval
-from robustlabels.nn.ema import WeightAverage, ema_decay, sigmoid_rampup
+from robustlabels.networks import Networks
+from robustlabels.nn.ema import ema_decay, sigmoid_rampup, update_average, weight_average
 from robustlabels.regularizers.elr import elr_probs, elr_target_update, elr_term
 from robustlabels.strategies.base import STRATEGIES, Strategy
-from robustlabels.types import Batch, Forward, StepResult
-
-if TYPE_CHECKING:
-    from robustlabels.module import RobustModule
+from robustlabels.types import Batch, Forward, StepResult, TrainData
 
 
 def mixup_pairs(
@@ -75,8 +75,6 @@ class ELRPlus(Strategy):
         - each weight average starts as a copy of its network (officially an independent random
           initialisation, forgotten after a few steps since the early decay is ``≈ e^{-5}·0.997``).
     The weight averages run in training mode (BatchNorm batch statistics), as in the official code.
-    Not bound to a ``RobustModule`` (unit use), there are no averages: the targets come from the peer's own
-    detached logits and the batch is not mixed.
 
     Args:
         momentum: ``β``, the target EMA per visit of a sample.
@@ -93,8 +91,8 @@ class ELRPlus(Strategy):
             ``cifar10_sym`` (β 0.7, λ 3, α 1, ramp 0, EMA 0.997 over 40k steps), ``cifar10_asym`` (β 0.9,
             λ 1), ``cifar100`` (β 0.9, λ 7, ``w`` ramp 40k steps, ``reweight_labels``), ``clothing1m``
             (β 0.7, λ 3, EMA 0.9999 without ramp), ``webvision`` (β 0.7, λ 3, mixup α 1.5, EMA 0.997
-            without ramp). The stored official configs differ from methods.md in two values (Clothing1M EMA
-            0.999, WebVision α 1.0); we follow methods.md.
+            without ramp): the values of the official ``ELR_plus/config_*.json`` files (checked against them;
+            their learning rates, schedules and epochs are the configs' business, not the strategy's).
 
     Logs ``elr_weight``, ``ema_decay`` and ``mixup_lam`` (network 0's).
 
@@ -152,21 +150,18 @@ class ELRPlus(Strategy):
         self.register_buffer("targets", torch.zeros(2, 0, 0))
         self.seed = torch.initial_seed() if seed is None else seed
         self.steps = 0  # optimisation steps taken; saved with the seed through get_extra_state
-        self.average: WeightAverage | None = None
-        self._networks: tuple[nn.Module, ...] = ()  # a tuple, so the networks are not registered twice
-        self._mixes: list[tuple[float, Tensor]] | None = None  # this step's (λ, π) per network
+        self.average: nn.Module | None = None  # a weight-averaged copy of the networks (setup_networks)
 
     # ---- wiring -------------------------------------------------------------------------------------
-    def bind(self, module: RobustModule) -> None:
-        """Keep the module's networks and make their weight averages (called once by ``RobustModule``)."""
-        if module.nested_dropout is not None:
+    def setup_networks(self, nets: Networks) -> None:
+        """Make the weight averages: a frozen copy of the networks, in their layout."""
+        if nets.nested_dropout is not None:
             raise InputError("strategy ELRPlus does not support `nested_dropout`")
-        self._networks = tuple(module.nets)
-        self.average = WeightAverage(module.nets, channels_last=module.channels_last)
+        self.average = weight_average(nets)
 
-    def setup(self, *, num_samples: int, num_classes: int) -> None:
-        if self.targets.shape != (2, num_samples, num_classes):
-            self.targets = torch.zeros(2, num_samples, num_classes, device=self.targets.device)
+    def setup(self, data: TrainData) -> None:
+        if self.targets.shape != (2, data.num_samples, data.num_classes):
+            self.targets = torch.zeros(2, data.num_samples, data.num_classes, device=self.targets.device)
 
     def get_extra_state(self) -> dict[str, int]:
         return {"steps": self.steps, "seed": self.seed}
@@ -175,26 +170,31 @@ class ELRPlus(Strategy):
         self.steps, self.seed = int(state["steps"]), int(state["seed"])
 
     # ---- one step -----------------------------------------------------------------------------------
-    def network_inputs(self, batch: Batch) -> Tensor | tuple[Tensor, ...]:
-        """Each network's mixup of the batch ``(B, ...)``; the ``(λ, π)`` are kept for :meth:`compute_loss`."""
-        if self.average is None:  # not bound: no mixup (see compute_loss)
-            return batch.inputs
+    def step(self, nets: Networks, batch: Batch, meta: Batch | None = None) -> StepResult:
+        """Each network on its own mixup of the batch; targets from the peer's average on the un-mixed batch."""
         size, device = len(batch.targets), batch.inputs.device
         rng = np.random.default_rng((self.seed, self.steps))
-        self._mixes = [mixup_pairs(size, self.mixup_alpha, rng=rng, device=device) for _ in range(2)]
-        return tuple(mix(batch.inputs, lam, perm) for lam, perm in self._mixes)
+        mixes = [mixup_pairs(size, self.mixup_alpha, rng=rng, device=device) for _ in range(2)]
+        out = nets([mix(batch.inputs, lam, perm) for lam, perm in mixes])
+        return replace(self.mixed_loss(batch, out, mixes), out=out)
 
     def compute_loss(self, batch: Batch, out: Forward) -> StepResult:
-        size = len(batch.targets)
-        mixes = self._mixes or [(1.0, torch.arange(size, device=batch.targets.device))] * 2
-        self._mixes = None
+        """The loss without mixup, for outputs ``out`` on the un-mixed batch (``mixup_alpha = 0``)."""
+        identity = torch.arange(len(batch.targets), device=batch.targets.device)
+        return self.mixed_loss(batch, out, [(1.0, identity)] * 2)
+
+    def mixed_loss(self, batch: Batch, out: Forward, mixes: Sequence[tuple[float, Tensor]]) -> StepResult:
+        """Steps 2–3 above for outputs ``out`` of network ``a`` on the batch mixed by ``mixes[a] = (λ, π)``."""
+        if self.average is None:
+            raise InputError("ELRPlus needs its weight averages: build it inside a RobustModule")
         onehot = F.one_hot(batch.targets, self.targets.shape[-1]).float()
         weight = sigmoid_rampup(self.steps + 1, self.weight_rampup_steps) * self.weight
+        with torch.no_grad():  # the peers' weight averages on the un-mixed inputs
+            averages = self.average(batch.inputs).logits
         loss = torch.zeros((), device=batch.targets.device)
         for a, (lam, perm) in enumerate(mixes):
-            with torch.no_grad():  # peer's weight average on the un-mixed inputs -> this network's targets
-                peer = out.logits[1 - a] if self.average is None else self.average.logits(1 - a, batch.inputs)
-                peer_probs = F.softmax(peer.float(), dim=1)
+            with torch.no_grad():  # peer's average -> this network's targets
+                peer_probs = F.softmax(averages[1 - a].float(), dim=1)
                 rows = elr_target_update(self.targets[a].index_select(0, batch.index), peer_probs, self.momentum)
                 index_all, rows_all = gather_rows(batch.index, rows)
                 self.targets[a].index_copy_(0, index_all, rows_all)
@@ -206,9 +206,9 @@ class ELRPlus(Strategy):
         decay = ema_decay(self.steps + 1, max_decay=self.ema_max_decay, rampup_steps=self.ema_rampup_steps)
         return StepResult(loss, {"elr_weight": weight, "ema_decay": decay, "mixup_lam": mixes[0][0]})
 
-    def after_optimizer_step(self) -> None:
+    def after_optimizer_step(self, nets: Networks) -> None:
         """Count the step and move each weight average towards its network."""
         self.steps += 1
         if self.average is not None:
             decay = ema_decay(self.steps, max_decay=self.ema_max_decay, rampup_steps=self.ema_rampup_steps)
-            self.average.update(self._networks, decay)
+            update_average(self.average, nets, decay)

@@ -128,7 +128,7 @@ def test_fit_selects_k_and_logs_at_it(quiet_trainer: dict[str, object]) -> None:
     pl.seed_everything(0)
     pl.Trainer(max_epochs=2, **quiet_trainer).fit(model, datamodule=dm)
     last = model.history[-1]
-    best_k = int(model.nested_dropout.best_k)
+    best_k = int(model.nets.nested_dropout.best_k)
     assert 1 <= best_k <= 32 and last["val/nested_k"] == best_k
     assert {"val/acc", "val/loss", "val/acc_clean", "test/acc"} <= last.keys()
     # trainer.test uses the saved K in eval mode and agrees with the test accuracy logged at that K

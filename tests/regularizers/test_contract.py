@@ -58,3 +58,11 @@ def test_state_dict_round_trip(name: str, noisy_batch: Batch) -> None:
 def test_clean_labels_never_used(name: str, noisy_batch: Batch) -> None:
     scrambled = noisy_batch._replace(clean_targets=noisy_batch.clean_targets.roll(3))
     assert torch.equal(term(make(name), noisy_batch), term(make(name), scrambled))
+
+
+def test_a_regularizer_without_its_term_cannot_be_built() -> None:
+    class Incomplete(Regularizer):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()  # type: ignore[abstract]

@@ -20,7 +20,7 @@ from robustlabels.strategies.co_teaching import (
     forget_rate_schedule,
     num_remember,
 )
-from robustlabels.types import Batch, Forward
+from robustlabels.types import Batch, Forward, TrainData
 
 
 def hand_batch() -> tuple[Batch, Forward]:
@@ -124,7 +124,7 @@ def test_estimate_from_confident_learning_on_noisy_blobs() -> None:
     assert abs(estimate_forget_rate(x, noisy.noisy, num_classes=4) - realized) < 0.06  # 0.33 for 0.30
     assert estimate_forget_rate(x, y, num_classes=4) < 0.02  # clean labels
     strategy = CoTeaching(forget_rate="estimate", num_gradual=0)
-    strategy.setup_data(inputs=torch.from_numpy(x), targets=torch.from_numpy(noisy.noisy), num_classes=4)
+    strategy.setup(TrainData(len(x), 4, torch.from_numpy(x), torch.from_numpy(noisy.noisy)))
     estimate = float(strategy.estimated_forget_rate)
     strategy.on_train_epoch_start(0)
     assert strategy.rate == pytest.approx(estimate) and abs(estimate - realized) < 0.06

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from robustlabels.data import BlobsDataModule
 from robustlabels.errors import InputError
 from robustlabels.module import RobustModule
-from robustlabels.nn.ema import WeightAverage, ema_decay, sigmoid_rampup
+from robustlabels.nn.ema import ema_decay, sigmoid_rampup, update_average, weight_average
 from robustlabels.nn.nested_dropout import NestedDropout
 from robustlabels.noise import SymmetricNoise
 from robustlabels.strategies import STRATEGIES, ELRPlus
 from robustlabels.strategies.elr_plus import mix, mixup_pairs
-from robustlabels.types import Batch
+from robustlabels.types import Batch, TrainData
 
 
 def test_sigmoid_rampup_and_ema_decay_follow_the_official_formulas() -> None:
@@ -37,15 +37,14 @@ def test_sigmoid_rampup_and_ema_decay_follow_the_official_formulas() -> None:
 def test_weight_average_moves_parameters_only_and_takes_no_gradients() -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
-    average = WeightAverage([net])
-    copy = average.copies[0]
+    copy = weight_average(net)
     assert not any(p.requires_grad for p in copy.parameters())
     before = [p.clone() for p in copy.parameters()]
     with torch.no_grad():
         for p in net.parameters():
             p.add_(1.0)
         net[1].running_mean.fill_(7.0)
-    average.update([net], decay=0.9)
+    update_average(copy, net, decay=0.9)
     for old, new, cur in zip(before, copy.parameters(), net.parameters(), strict=True):
         torch.testing.assert_close(new, 0.9 * old + 0.1 * cur)
     assert torch.equal(copy[1].running_mean, torch.zeros(4))  # buffers are the copy's own
@@ -62,6 +61,10 @@ def test_mixup_pairs_fold_lambda_and_permute() -> None:
     torch.testing.assert_close(mix(x, 0.75, torch.tensor([1, 0, 3, 2])), torch.tensor([[0.25], [0.75], [2.25], [2.75]]))
 
 
+def train_data(num_samples: int, num_classes: int = 3) -> TrainData:
+    return TrainData(num_samples, num_classes, torch.zeros(num_samples, 5), torch.zeros(num_samples, dtype=torch.long))
+
+
 def small_module(strategy: ELRPlus, num_classes: int = 3, **kwargs: Any) -> RobustModule:
     torch.manual_seed(0)
     return RobustModule(strategy, backbone="mlp", backbone_kwargs={"hidden": 8}, num_classes=num_classes,
@@ -70,11 +73,11 @@ def small_module(strategy: ELRPlus, num_classes: int = 3, **kwargs: Any) -> Robu
 
 def hand_loss(strategy: ELRPlus, model: RobustModule, batch: Batch, mixes: list[tuple[float, torch.Tensor]],
               old_targets: torch.Tensor, a: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Network ``a``'s ELR+ loss and its new target rows, written out from methods.md §1."""
+    """Network ``a``'s ELR+ loss and its new target rows, written out from the paper's Sec. 4.2."""
     lam, perm = mixes[a]
     x_mix = lam * batch.inputs + (1 - lam) * batch.inputs[perm]
     z = model.nets[a](x_mix)
-    peer = F.softmax(strategy.average.copies[1 - a](batch.inputs), dim=1)  # type: ignore[union-attr]
+    peer = F.softmax(strategy.average[1 - a](batch.inputs), dim=1)  # type: ignore[index]
     rows = strategy.momentum * old_targets[a][batch.index] + (1 - strategy.momentum) * peer
     q = lam * rows + (1 - lam) * rows[perm]
     onehot = F.one_hot(batch.targets, 3).float()
@@ -91,7 +94,7 @@ def hand_loss(strategy: ELRPlus, model: RobustModule, batch: Batch, mixes: list[
 def test_loss_and_targets_match_a_hand_computation(reweight: bool) -> None:
     strategy = ELRPlus(momentum=0.6, weight=2.0, weight_rampup_steps=10, reweight_labels=reweight)
     model = small_module(strategy)
-    strategy.setup(num_samples=20, num_classes=3)
+    strategy.setup(train_data(20))
     strategy.steps = 4
     with torch.no_grad():  # averages unlike their networks, and non-zero old targets
         for p in strategy.average.parameters():  # type: ignore[union-attr]
@@ -101,10 +104,10 @@ def test_loss_and_targets_match_a_hand_computation(reweight: bool) -> None:
     gen = torch.Generator().manual_seed(3)
     batch = Batch(torch.randn(6, 5, generator=gen), torch.tensor([0, 1, 2, 0, 1, 2]),
                   torch.tensor([3, 7, 0, 19, 11, 5]), torch.full((6,), -1))  # fmt: skip
-    inputs = strategy.network_inputs(batch)
-    mixes = list(strategy._mixes)  # type: ignore[arg-type]
+    rng = np.random.default_rng((strategy.seed, strategy.steps))  # the draws step() makes
+    mixes = [mixup_pairs(6, strategy.mixup_alpha, rng=rng, device=torch.device("cpu")) for _ in range(2)]
     assert all(lam < 1.0 for lam, _ in mixes) and not torch.equal(mixes[0][1], mixes[1][1])
-    result = strategy.compute_loss(batch, model.forward_all(inputs))
+    result = strategy.step(model.nets, batch)
     expected, rows = zip(*(hand_loss(strategy, model, batch, mixes, old_targets, a) for a in (0, 1)), strict=True)
     torch.testing.assert_close(result.loss, expected[0] + expected[1])
     for a in (0, 1):
@@ -119,14 +122,14 @@ def test_summed_loss_gives_each_network_its_own_gradient() -> None:
     """Network 0's gradient does not depend on network 1's loss term (and vice versa)."""
     strategy = ELRPlus(mixup_alpha=0.0)
     model = small_module(strategy)
-    strategy.setup(num_samples=6, num_classes=3)
+    strategy.setup(train_data(6))
     batch = Batch(torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6), torch.full((6,), -1))
     state = strategy.targets.clone()
-    strategy.compute_loss(batch, model.forward_all(strategy.network_inputs(batch))).loss.backward()
+    strategy.step(model.nets, batch).loss.backward()
     together = [p.grad.clone() for p in model.nets[0].parameters()]  # type: ignore[union-attr]
     model.zero_grad()
     strategy.targets.copy_(state)
-    out = model.forward_all(strategy.network_inputs(batch))
+    out = model.nets(batch.inputs)
     out1 = type(out)(out.features, (out.logits[0], out.logits[1].detach() * 3.0))  # net 1's term changed
     strategy.compute_loss(batch, out1).loss.backward()
     for g, p in zip(together, model.nets[0].parameters(), strict=True):
@@ -165,7 +168,7 @@ def test_fit_updates_averages_and_resume_restores_all_state(tmp_path: Path) -> N
     assert isinstance(strategy, ELRPlus) and strategy.steps == trainer.global_step == 4 * trainer.num_training_batches
     num_train = strategy.targets.shape[1]  # each sample visited once per epoch: each row sums to 1 − β⁴
     assert float(strategy.targets.sum()) == pytest.approx(2 * num_train * (1 - strategy.momentum**4), rel=1e-4)
-    for avg, net in zip(strategy.average.copies, straight.nets, strict=True):  # type: ignore[union-attr]
+    for avg, net in zip(strategy.average, straight.nets, strict=True):  # type: ignore[call-overload]
         diffs = [float((a - p).abs().max()) for a, p in zip(avg.parameters(), net.parameters(), strict=True)]
         assert 0 < max(diffs) < 1.0
     _, trainer = fit(tmp_path / "resumed", max_epochs=2)
