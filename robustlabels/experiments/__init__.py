@@ -1,6 +1,6 @@
 """Benchmark suites: ``python -m robustlabels.experiments --suite NAME --out DIR``.
 
-A suite (``experiments/<name>/suite.yaml``) crosses datasets × noise settings × strategies × seeds. Every
+A suite (``robustlabels/experiments/suites/<name>.yaml``) crosses datasets × noise settings × strategies × seeds. Every
 cell is one ``python -m robustlabels.fit`` run in its own subprocess and folder, so a suite can be
 interrupted and resumed, and run several cells at a time. The modules, in the order a run uses them:
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from robustlabels.cli import error_line, report_error
 from robustlabels.errors import InputError
 from robustlabels.experiments.configs import build_config, run_overrides
 from robustlabels.experiments.runner import cell_state, changed_cells, metrics_path, run_suite, threads_per_job
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m robustlabels.experiments",
         description="Run a benchmark suite (datasets × noise settings × strategies × seeds) and report it.",
     )
-    parser.add_argument("--suite", required=True, help="a name under experiments/ (smoke, cpu, ...) or a path")
+    parser.add_argument("--suite", required=True, help="a shipped suite (smoke, cpu, cifar10-gpu) or a path")
     parser.add_argument("--out", required=True, help="output folder; rerunning into it resumes")
     parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel (default 1)")
     parser.add_argument("--only", type=_csv, metavar="STRATEGY[,..]", help="run only these strategies")
@@ -101,8 +102,7 @@ def main(args: Sequence[str] | None = None) -> int:
         if not ns.report_only:
             _refuse_changed(suite, cells, out, extra, ns.rerun_changed)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_error(error_line(err))
 
     def report(curves: bool = True) -> None:
         write_report(suite, grid(suite), out, command=_command_line(argv), curves=curves)

@@ -11,6 +11,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from robustlabels.cli import packaged_config
 from robustlabels.errors import InputError
 from robustlabels.experiments.suite import Cell, Suite, read_yaml, repo_root
 
@@ -55,12 +56,17 @@ def run_overrides(*, limit_epochs: int | None = None, data_fake: bool = False) -
 
 
 def base_config_path(suite: Suite, dataset: str) -> Path:
-    """The dataset's base config: relative to the repo root, else to the suite file's folder."""
+    """The dataset's base config: relative to the checkout (an installed copy: the working directory), else to
+    the suite file's folder, else the bundled config of that name (``configs/fashion_mnist/ce.yaml`` →
+    ``robustlabels/configs/fashion_mnist/ce.yaml``, package data)."""
     given = Path(suite.datasets[dataset].config)
     candidates = [given] if given.is_absolute() else [repo_root() / given, suite.path.parent / given]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    bundled = None if given.is_absolute() else packaged_config(given)
+    if bundled is not None:
+        return bundled
     raise InputError(f"`datasets.{dataset}.config`: base config {str(given)!r} not found")
 
 

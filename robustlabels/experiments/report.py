@@ -193,9 +193,9 @@ def notes_section(suite: Suite) -> list[str]:
 
 
 def _shown(path: Path) -> str:
-    """``path`` relative to the repo root when it lies inside it."""
+    """``path`` relative to the checkout (or the working directory) when it lies inside it."""
     try:
-        return str(path.resolve().relative_to(repo_root()))
+        return str(path.resolve().relative_to(repo_root().resolve()))
     except ValueError:
         return str(path)
 

@@ -1,23 +1,29 @@
 """Suite files and their grid of cells: parsing, validation and filtering.
 
-A **suite** (``experiments/<name>/suite.yaml``)::
+A **suite** (a YAML file; the shipped ones are ``robustlabels/experiments/suites/<name>.yaml``)::
 
     seeds: [0, 1]
     trainer: {max_epochs: 3}                  # optional, every cell
     datasets:
       digits:
-        config: configs/quickstart.yaml       # base fit config, relative to the repo root
+        config: configs/quickstart.yaml       # base fit config (see configs.base_config_path)
         overrides: {...}                      # optional, nested, deep-merged into the base config
         strategy_overrides: {elr: {...}}      # optional, per strategy, for this dataset
         settings:
           - {noise: symmetric, rate: 0.4, overrides: {...}, strategy_overrides: {elr: {...}}}
-          - {noise: pairflip, rate: 0.45, strategies: [ce, co_teaching]}   # optional: only these here
+          - {noise: pairflip, rate: 0.45, strategies: [cross_entropy, co_teaching]}   # optional: only these
     strategies:
-      ce: {overrides: {model: {strategy: {class_path: CrossEntropy}}}}
+      cross_entropy: {overrides: {model: {strategy: {class_path: CrossEntropy}}}}
     paper:                                    # optional reference numbers, in %
-      - {dataset: digits, noise: symmetric, rate: 0.4, strategy: ce, final_test_acc: 60.0, source: "..."}
+      - {dataset: digits, noise: symmetric, rate: 0.4, strategy: cross_entropy, final_test_acc: 60.0, source: "..."}
 
 Top-level keys starting with ``x-`` are ignored: they hold YAML anchors that settings reuse (``<<: *name``).
+**Strategy keys are registry names**: a registered strategy (``cross_entropy``, ``trimmed_loss``, ...) or
+regularizer (``elr``, ``neighbor_consistency``) for the method as its defaults run it, and
+``<registry name>-<variant>`` for another use of it (``neighbor_consistency-dataset``). ``nested_dropout``, a
+:class:`~robustlabels.module.RobustModule` option (``model.nested_dropout``) rather than a registered class,
+counts as a registry name too (:data:`MODULE_OPTIONS`). A key whose part before ``-`` is none of these is an
+error, so a report's columns always name what ran.
 ``noise`` and ``rate`` name a setting (its folder ``<noise>-<rate>`` and its row in the report); the noise
 itself comes from the setting's ``overrides``. A **cell** is dataset × setting × strategy × seed; how its
 config is merged from these layers is in :mod:`robustlabels.experiments.configs`, and how it runs in
@@ -26,6 +32,7 @@ config is merged from these layers is in :mod:`robustlabels.experiments.configs`
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -35,19 +42,36 @@ from typing import Any
 
 import yaml
 
+from robustlabels.cli import package_path
 from robustlabels.errors import InputError
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer"}
 DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides"}
 SETTING_KEYS = {"noise", "rate", "overrides", "strategy_overrides", "strategies"}
 PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "final_test_acc", "source"}
+MODULE_OPTIONS = ("nested_dropout",)  # RobustModule options that are methods of their own, usable as suite keys
 
 
 def repo_root() -> Path:
-    """The checkout holding ``configs/`` and ``experiments/`` (the working directory for an installed copy)."""
-    return PACKAGE_ROOT if (PACKAGE_ROOT / "configs").is_dir() else Path.cwd()
+    """Where cells run and relative paths start: the checkout holding the package (its ``configs`` link and
+    ``data/`` folder), or the working directory for an installed copy."""
+    root = package_path().parent
+    return root if (root / "pyproject.toml").is_file() and (root / "configs").is_dir() else Path.cwd()
+
+
+def suites_dir() -> Path:
+    """The folder of the shipped suites, ``robustlabels/experiments/suites`` (package data)."""
+    return package_path("experiments", "suites")
+
+
+@functools.cache
+def method_names() -> tuple[str, ...]:
+    """What a strategy key may start with: registered strategies and regularizers, and :data:`MODULE_OPTIONS`."""
+    from robustlabels.regularizers import REGULARIZERS
+    from robustlabels.strategies import STRATEGIES
+
+    return tuple(sorted({*STRATEGIES.names(), *REGULARIZERS.names(), *MODULE_OPTIONS}))
 
 
 # ---- the suite ------------------------------------------------------------------------------------------
@@ -141,12 +165,13 @@ class Cell:
 
 
 def resolve_suite(name_or_path: str | Path) -> Path:
-    """A suite file from a name (``smoke`` → ``experiments/smoke/suite.yaml``), a folder or a YAML path."""
+    """A suite file from a YAML path, a folder holding ``suite.yaml``, or the name of a shipped suite
+    (``smoke`` → ``robustlabels/experiments/suites/smoke.yaml``)."""
     given = Path(name_or_path)
-    for candidate in (given, given / "suite.yaml", repo_root() / "experiments" / str(name_or_path) / "suite.yaml"):
+    for candidate in (given, given / "suite.yaml", suites_dir() / f"{name_or_path}.yaml"):
         if candidate.is_file():
             return candidate
-    known = sorted(p.parent.name for p in (repo_root() / "experiments").glob("*/suite.yaml"))
+    known = sorted(p.stem for p in suites_dir().glob("*.yaml"))
     raise InputError(f"suite {str(name_or_path)!r} not found; known suites: {', '.join(known) or 'none'}")
 
 
@@ -229,8 +254,18 @@ def _parse_strategies(value: Any) -> dict[str, dict[str, Any]]:
     for name, entry in _mapping(value, "strategies", nonempty=True).items():
         entry = _mapping(entry, f"strategies.{name}")
         _check_keys(entry, {"overrides"}, set(), f"strategies.{name}")
-        strategies[_name(name, "strategy")] = _mapping(entry.get("overrides"), f"strategies.{name}.overrides")
+        strategies[_strategy_key(name)] = _mapping(entry.get("overrides"), f"strategies.{name}.overrides")
     return strategies
+
+
+def _strategy_key(value: Any) -> str:
+    """A valid strategy key: ``<registry name>`` or ``<registry name>-<variant>`` (see the module docstring)."""
+    name = _name(value, "strategy")
+    method, dash, variant = name.partition("-")
+    if method not in method_names() or (dash and not variant):
+        raise InputError(f"strategy key {name!r} must be a registry name or <registry name>-<variant>; "
+                         f"registry names: {', '.join(method_names())}")  # fmt: skip
+    return name
 
 
 def _parse_strategy_overrides(value: Any, strategies: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:

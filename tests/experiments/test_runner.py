@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
+from robustlabels.cli import package_path
 from robustlabels.errors import InputError
-from robustlabels.experiments import cli, report, runner
-from robustlabels.experiments.configs import build_config, deep_merge, run_overrides
-from robustlabels.experiments.suite import Cell, grid, load_suite
+from robustlabels.experiments import cli, configs, report, runner
+from robustlabels.experiments.configs import base_config_path, build_config, deep_merge, run_overrides
+from robustlabels.experiments.suite import Cell, grid, load_suite, method_names
 
 BASE = yaml.safe_load("""
 seed_everything: 123
@@ -50,12 +51,13 @@ datasets:
           data: {init_args: {noise: {class_path: PairFlipNoise, init_args: {rate: 0.3}}}}
         strategy_overrides: {oracle: {model: {tag: {e: setting-oracle}}}}
 strategies:
-  ce: {overrides: {model: {strategy: {class_path: CrossEntropy}}}}
+  cross_entropy: {overrides: {model: {strategy: {class_path: CrossEntropy}}}}
   oracle: {overrides: {model: {strategy: {class_path: Oracle}, tag: {c: strategy, d: strategy}}}}
 paper:
   - {dataset: digits, noise: symmetric, rate: 0.4, strategy: oracle, final_test_acc: 91.5, source: made up}
 """)
-BAD_PAPER = [{"dataset": "digits", "noise": "symmetric", "rate": 0.5, "strategy": "ce", "final_test_acc": 50}]
+BAD_PAPER = [{"dataset": "digits", "noise": "symmetric", "rate": 0.5, "strategy": "cross_entropy",
+              "final_test_acc": 50}]  # fmt: skip
 
 
 def one_dataset(**entry: Any) -> dict[str, Any]:
@@ -92,7 +94,7 @@ def test_every_layer_overrides_the_one_before(tmp_path: Path) -> None:
     assert config["data"]["init_args"]["noise"] == {"class_path": "PairFlipNoise", "init_args": {"rate": 0.3}}
     assert (config["seed_everything"], config["data"]["init_args"]["noise_seed"]) == (1, 1)
     assert config["data"]["init_args"]["fake"] is True
-    limited = build_config(suite, Cell("digits", "symmetric-0.4", "ce", 0), run_overrides(limit_epochs=1))
+    limited = build_config(suite, Cell("digits", "symmetric-0.4", "cross_entropy", 0), run_overrides(limit_epochs=1))
     assert limited["trainer"]["max_epochs"] == 1 and limited["model"]["tag"]["c"] == "dataset"
     assert limited["data"]["init_args"]["noise"]["init_args"] == {"rate": 0.4, "exact": True}
     assert yaml.safe_load((tmp_path / "base.yaml").read_text()) == BASE
@@ -102,7 +104,7 @@ def test_grid_is_seed_major_and_filters(tmp_path: Path) -> None:
     suite = load_suite(write_suite(tmp_path))
     cells = grid(suite)
     assert len(cells) == 1 * 2 * 2 * 2 and [c.seed for c in cells] == [0] * 4 + [1] * 4
-    assert cells[0].path == Path("cells/digits/symmetric-0.4/ce/seed0")
+    assert cells[0].path == Path("cells/digits/symmetric-0.4/cross_entropy/seed0")
     some = grid(suite, settings=["pairflip-0.3"], strategies=["oracle"], seeds=[1])
     assert some == [Cell("digits", "pairflip-0.3", "oracle", 1)]
     with pytest.raises(InputError, match="unknown strategy 'elr'"):
@@ -115,11 +117,11 @@ def test_a_setting_can_limit_its_strategies_and_x_keys_hold_anchors(tmp_path: Pa
     suite = load_suite(write_suite(tmp_path, {**SUITE, **one_dataset(settings=settings), "paper": paper,
                                               "x-anchor": {"anything": 1}}))  # fmt: skip
     assert [(c.setting, c.strategy) for c in grid(suite, seeds=[0])] == [
-        ("symmetric-0.4", "ce"), ("symmetric-0.4", "oracle"), ("pairflip-0.3", "oracle")]  # fmt: skip
-    assert grid(suite, settings=["pairflip-0.3"], strategies=["ce"]) == []
-    with pytest.raises(InputError, match="names no dataset, setting and strategy"):  # ce does not run there
+        ("symmetric-0.4", "cross_entropy"), ("symmetric-0.4", "oracle"), ("pairflip-0.3", "oracle")]  # fmt: skip
+    assert grid(suite, settings=["pairflip-0.3"], strategies=["cross_entropy"]) == []
+    with pytest.raises(InputError, match="names no dataset, setting and strategy"):  # cross_entropy does not run there
         load_suite(write_suite(tmp_path, {**SUITE, **one_dataset(settings=settings), "paper": [
-            {**paper[0], "strategy": "ce"}]}))  # fmt: skip
+            {**paper[0], "strategy": "cross_entropy"}]}))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -133,6 +135,9 @@ def test_a_setting_can_limit_its_strategies_and_x_keys_hold_anchors(tmp_path: Pa
         (one_dataset(settings=[{"noise": "symmetric", "rate": 0.4}], strategy_overrides={"elr": {}}), "'elr'"),
         (one_dataset(settings=[{"noise": "a b", "rate": 0.4}]), "name 'a b'"),
         (one_dataset(settings=[]), "non-empty list"),
+        ({"strategies": {"ce": {}}}, "strategy key 'ce' must be a registry name or <registry name>-<variant>"),
+        ({"strategies": {"neighbor_consistency-": {}}}, "strategy key 'neighbor_consistency-' must be"),
+        ({"strategies": {"ncr-dataset": {}}}, "registry names: adaptive_k, co_teaching, cross_entropy"),
     ],
 )
 def test_bad_suites_give_one_line_errors(tmp_path: Path, change: dict[str, Any], message: str) -> None:
@@ -145,6 +150,27 @@ def test_shipped_suites_load_and_build_every_cell(name: str) -> None:
     suite = load_suite(name)
     configs = {cell: build_config(suite, cell) for cell in grid(suite)}
     assert configs and all(c["seed_everything"] == cell.seed for cell, c in configs.items())
+
+
+def test_strategy_keys_are_registry_names_or_their_variants(tmp_path: Path) -> None:
+    keys = {"cross_entropy": {}, "neighbor_consistency-dataset": {}, "nested_dropout": {}, "oracle": {}}
+    assert list(load_suite(write_suite(tmp_path, {**SUITE, "strategies": keys})).strategies) == list(keys)
+    assert {"cross_entropy", "trimmed_loss", "elr", "neighbor_consistency", "nested_dropout"} <= set(method_names())
+    for name in ("smoke", "cpu", "cifar10-gpu"):
+        assert all(key.partition("-")[0] in method_names() for key in load_suite(name).strategies)
+
+
+def test_shipped_suites_and_their_configs_are_package_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # outside the checkout, and without one: the package's own files only
+    monkeypatch.setattr(configs, "repo_root", lambda: tmp_path)
+    for name in ("smoke", "cpu", "cifar10-gpu"):
+        suite = load_suite(name)
+        assert suite.name == name and suite.path == package_path("experiments", "suites", f"{name}.yaml")
+        for dataset, spec in suite.datasets.items():
+            assert base_config_path(suite, dataset) == package_path(spec.config)
+        assert all(build_config(suite, cell) for cell in grid(suite, seeds=suite.seeds[:1]))
+    with pytest.raises(InputError, match="suite 'nope' not found; known suites: cifar10-gpu, cpu, smoke"):
+        load_suite("nope")
 
 
 def test_cifar10_suite_uses_elr_presets_per_setting() -> None:
@@ -161,17 +187,19 @@ def test_cifar10_suite_runs_ncr_beside_elr_with_the_official_settings_per_noise_
     from robustlabels.regularizers import NeighborConsistency
 
     suite = load_suite("cifar10-gpu")
-    assert list(suite.strategies)[:4] == ["ce", "elr", "ncr_batch", "ncr_dataset"]  # the report's column order
+    columns = ["cross_entropy", "elr", "neighbor_consistency", "neighbor_consistency-dataset"]
+    assert list(suite.strategies)[:4] == columns  # the report's column order
     k_and_start = {"symmetric-0.2": (10, 12), "symmetric-0.4": (100, 12), "symmetric-0.6": (100, 12),
                    "symmetric-0.8": (5, 12), "asymmetric-0.4": (10, 9)}  # fmt: skip
     for setting, (k, start) in k_and_start.items():
-        for strategy, pool in (("ncr_batch", {}), ("ncr_dataset", {"pool": "dataset"})):
+        for strategy, pool in (("neighbor_consistency", {}), ("neighbor_consistency-dataset", {"pool": "dataset"})):
             config = build_config(suite, Cell("cifar10", setting, strategy, 0))
             init_args = {"weight": 0.3, "temperature": 2.0, "k": k, "start_epoch": start, **pool}
             assert config["model"]["regularizers"] == [{"class_path": "NeighborConsistency", "init_args": init_args}]
             assert config["model"]["strategy"] == {"class_path": "CrossEntropy"}
             assert NeighborConsistency(**init_args).pool == pool.get("pool", "batch")
-    assert build_config(suite, Cell("cifar10", "asymmetric-0.4", "ncr_batch", 0))["trainer"]["max_epochs"] == 120
+    asym = build_config(suite, Cell("cifar10", "asymmetric-0.4", "neighbor_consistency", 0))
+    assert asym["trainer"]["max_epochs"] == 120
 
 
 def test_cifar10_suite_runs_two_network_strategies_in_their_papers_settings_and_recipes() -> None:
@@ -183,9 +211,9 @@ def test_cifar10_suite_runs_two_network_strategies_in_their_papers_settings_and_
     for name in ("co_teaching", "nested_dropout", "nested_co_teaching"):
         assert by_strategy[name] == co_teaching_settings
     assert by_strategy["elr_plus"] == by_strategy["elr"] and {"symmetric-0.5", "symmetric-0.9"} <= by_strategy["elr"]
-    assert co_teaching_settings < by_strategy["ce"]
+    assert co_teaching_settings < by_strategy["cross_entropy"]
     for setting in co_teaching_settings:
-        for strategy in ("ce", "nested_co_teaching"):
+        for strategy in ("cross_entropy", "nested_co_teaching"):
             config = build_config(suite, Cell("cifar10", setting, strategy, 0))
             assert config["model"]["backbone"] == "cnn9" and config["trainer"]["max_epochs"] == 200
             assert config["model"]["optimizer"] == {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
@@ -193,7 +221,8 @@ def test_cifar10_suite_runs_two_network_strategies_in_their_papers_settings_and_
         rate = suite.datasets["cifar10"].setting(setting).rate
         coteach = build_config(suite, Cell("cifar10", setting, "co_teaching", 0))["model"]["strategy"]["init_args"]
         assert coteach == {"forget_rate": rate, "num_gradual": 10}
-        noise = build_config(suite, Cell("cifar10", setting, "ce", 0))["data"]["init_args"]["noise"]["init_args"]
+        ce = build_config(suite, Cell("cifar10", setting, "cross_entropy", 0))
+        noise = ce["data"]["init_args"]["noise"]["init_args"]
         assert noise.get("include_true_class", False) is False  # as Co-teaching's noise: 50% means 50% wrong
     asym = build_config(suite, Cell("cifar10", "asymmetric-0.4", "elr_plus", 0))
     assert asym["model"]["strategy"] == {"class_path": "ELRPlus", "init_args": {"preset": "cifar10_asym"}}
@@ -208,8 +237,9 @@ def test_threads_are_shared_between_parallel_cells() -> None:
 
 
 # ---- the report ---------------------------------------------------------------------------------------
-FINAL = {("symmetric-0.4", "ce", 0): 0.50, ("symmetric-0.4", "ce", 1): 0.60, ("symmetric-0.4", "oracle", 0): 0.90,
-         ("symmetric-0.4", "oracle", 1): 0.94, ("pairflip-0.3", "ce", 0): 0.70}  # fmt: skip
+FINAL = {("symmetric-0.4", "cross_entropy", 0): 0.50, ("symmetric-0.4", "cross_entropy", 1): 0.60,
+         ("symmetric-0.4", "oracle", 0): 0.90, ("symmetric-0.4", "oracle", 1): 0.94,
+         ("pairflip-0.3", "cross_entropy", 0): 0.70}  # fmt: skip
 
 
 def fake_cell(out: Path, cell: Cell, final: float) -> None:
@@ -237,7 +267,7 @@ def test_report_from_a_fake_cell_tree(tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == ("dataset", "noise", "rate", "realized_rate", "strategy", "seed", "best_test_acc",
                               "final_test_acc", "train_seconds")  # fmt: skip
-    assert len(rows) == 5 and {r["strategy"] for r in rows} == {"ce", "oracle"}
+    assert len(rows) == 5 and {r["strategy"] for r in rows} == {"cross_entropy", "oracle"}
     assert float(rows[0]["final_test_acc"]) == pytest.approx(0.5) and rows[0]["rate"] == "0.4"
 
     text = (out / "report.md").read_text()
@@ -281,7 +311,7 @@ def test_smoke_suite_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Captu
     assert run_cli(*flags, "--jobs", "2") == 0
     with open(out / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["strategy"], r["seed"]) for r in rows] == [("ce", "0"), ("oracle", "0")]
+    assert [(r["strategy"], r["seed"]) for r in rows] == [("cross_entropy", "0"), ("oracle", "0")]
     assert all(0.0 < float(r["final_test_acc"]) <= 1.0 and 0.3 < float(r["realized_rate"]) < 0.5 for r in rows)
     config = yaml.safe_load((out / Cell("digits", "symmetric-0.4", "oracle", 0).path / "config.yaml").read_text())
     assert config["trainer"]["max_epochs"] == 1 and config["model"]["strategy"] == {"class_path": "Oracle"}
@@ -302,7 +332,7 @@ def test_smoke_suite_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Captu
 def test_cifar10_suite_smoke_on_fake_data(tmp_path: Path) -> None:
     out = tmp_path / "c10"
     assert run_cli("--suite", "cifar10-gpu", "--out", str(out), "--data-fake", "--limit-epochs", "1", "--only",
-                   "ce", "--seeds", "0", "--settings", "asymmetric-0.4") == 0  # fmt: skip
+                   "cross_entropy", "--seeds", "0", "--settings", "asymmetric-0.4") == 0  # fmt: skip
     assert "Fake data" in (out / "report.md").read_text()
     with open(out / "results.csv", newline="") as handle:
         assert [r["noise"] for r in csv.DictReader(handle)] == ["asymmetric"]
