@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from robustlabels.cli import error_line, report_error
 from robustlabels.errors import InputError
 from robustlabels.io import (
     atomic_save_npy,
@@ -271,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args)
     except (InputError, OSError) as error:
-        message = " ".join(str(error).split("\n")) or type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return report_error(error_line(error))
     if args.format == "json":
         print(json.dumps(summary, sort_keys=True))
     else:

@@ -10,15 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robustlabels.cli import package_path, packaged_config_names, resolve_config_args
 from robustlabels.fit import main
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in ROOT.glob("configs/**/*.yaml") if p.parent.name != "audit")  # audit: tests/audit
-QUICK = str(ROOT / "configs" / "quickstart.yaml")
+CONFIG_DIR = package_path("configs")  # package data; `configs` in the checkout links to it
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.parent.name != "audit")  # audit: tests/audit
+QUICK = str(CONFIG_DIR / "quickstart.yaml")
 FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_every_config_runs_fast_dev_run_on_fake_data(config: Path, tmp_path: Path) -> None:
     args = ["--config", str(config), "--trainer.fast_dev_run=true", "--data.fake=true", "--trainer.logger=false",
             f"--trainer.default_root_dir={tmp_path}",
@@ -107,3 +109,23 @@ def test_module_entry_point_exits_2_without_traceback() -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
+
+
+def test_config_takes_a_bundled_name_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert (ROOT / "configs").resolve() == CONFIG_DIR.resolve()  # the checkout's link
+    assert {"quickstart", "fashion_mnist/ce", "audit/cnn_ce"} <= set(packaged_config_names())
+    for name in ("quickstart", "quickstart.yaml", "configs/quickstart.yaml"):
+        assert resolve_config_args(["--config", name, "--x=1"]) == ["--config", QUICK, "--x=1"]
+    assert resolve_config_args(["-c=fashion_mnist/ce"]) == [f"-c={CONFIG_DIR / 'fashion_mnist' / 'ce.yaml'}"]
+    (tmp_path / "quickstart").write_text("seed_everything: 1\n")  # a file of that name wins
+    assert resolve_config_args(["--config", "quickstart"]) == ["--config", "quickstart"]
+    assert resolve_config_args(["--config", "nope"]) == ["--config", "nope"]  # left for the parser to report
+    assert main(["--config", "configs/quickstart.yaml", "--trainer.fast_dev_run=true", "--trainer.logger=false",
+                 f"--trainer.default_root_dir={tmp_path}", *FAST]) == 0  # fmt: skip
+
+
+def test_help_names_the_bundled_configs(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "name of a bundled one (quickstart, fashion_mnist/ce" in " ".join(capsys.readouterr().out.split())

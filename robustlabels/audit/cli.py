@@ -27,6 +27,7 @@ import numpy as np
 
 from robustlabels.audit import inputs
 from robustlabels.audit.types import AuditData, MethodResult
+from robustlabels.cli import error_line, report_error
 from robustlabels.errors import InputError
 
 METHODS = ("confident_learning", "knn", "dynamics")
@@ -70,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--low-memory", action="store_true", help="cleanlab's batched path (automatic above 2M)")
     train = p.add_argument_group("training (confident_learning folds, dynamics, image features)")
     train.add_argument("--fit-config", metavar="YAML", help="a fit config (model, optimizer, trainer) to train "
-                       "with; default: configs/audit/{cnn,mlp}_{ce,elr}.yaml by input kind")  # fmt: skip
+                       "with, or a bundled config's name; default: audit/{cnn,mlp}_{ce,elr} by input kind "
+                       "(robustlabels/configs)")  # fmt: skip
     train.add_argument("--epochs", type=int, help="override trainer.max_epochs")
     knn = p.add_argument_group("knn (SimiFeat)")
     knn.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
@@ -256,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                  "timings_seconds": {k: round(v, 3) for k, v in audit.timings.items()}, "out": str(out)}  # fmt: skip
         summary = write_audit(out, data, results, final, extra=extra, force=True)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_error(error_line(err))
     if args.format == "json":
         print(json.dumps(summary_line(summary), default=float))
     else:

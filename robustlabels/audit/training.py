@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from robustlabels.cli import config_file, packaged_config
 from robustlabels.data.datamodule import NoisyLabelDataModule, to_tensor_inputs
 from robustlabels.distributed import gather_rows
 from robustlabels.errors import InputError, check_file
 from robustlabels.types import Batch
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "audit"
 PORTABLE_DATA_KEYS = ("batch_size", "eval_batch_size", "augment", "num_workers")
 
 
@@ -66,15 +66,20 @@ def input_shape(inputs: np.ndarray) -> tuple[int, ...]:
 
 
 def default_fit_config(inputs: np.ndarray, method: str) -> Path:
-    """The bundled config for ``inputs``: a small CNN for images (an MLP below 16 px, where its 5×5 convolutions
-    do not fit), an MLP for features; with ELR for ``dynamics``."""
+    """The bundled config for ``inputs`` (``robustlabels/configs/audit/``, package data): a small CNN for images
+    (an MLP below 16 px, where its 5×5 convolutions do not fit), an MLP for features; with ELR for ``dynamics``."""
     kind = "cnn" if inputs.dtype == np.uint8 and min(inputs.shape[1:3]) >= 16 else "mlp"
-    return CONFIG_DIR / f"{kind}_{'elr' if method == 'dynamics' else 'ce'}.yaml"
+    name = f"audit/{kind}_{'elr' if method == 'dynamics' else 'ce'}"
+    path = packaged_config(name)
+    if path is None:
+        raise InputError(f"the bundled fit config {name!r} is missing from the installed package")
+    return path
 
 
 def load_fit_config(path: str | Path) -> dict[str, Any]:
-    """Read a ``fit`` YAML into a dict (one line naming the file when it is not a mapping)."""
-    file = check_file(path, what="--fit-config")
+    """Read a ``fit`` YAML (a file, or a bundled config's name) into a dict (one line naming the file when it is
+    not a mapping)."""
+    file = check_file(config_file(str(path)), what="--fit-config")
     try:
         config = yaml.safe_load(file.read_text())
     except yaml.YAMLError as err:
@@ -99,7 +104,7 @@ def build_run(
 
     No logger, checkpoints or validation: the audit keeps what it needs in memory.
     """
-    from robustlabels.fit import RobustCLI, one_line
+    from robustlabels.cli import RobustCLI, one_line
     from robustlabels.module import RobustModule
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):  # "GPU available", tips, seeds
@@ -123,7 +128,7 @@ def build_run(
         except Exception as err:  # jsonargparse: ArgumentError / ValueError("Does not validate ...")
             raise InputError(f"--fit-config: {one_line(err)}") from None
     for callback in callbacks:
-        cli.trainer.callbacks.append(callback)
+        cli.trainer.callbacks.append(callback)  # type: ignore[attr-defined]  # set by Lightning's callback connector
     return cli.model, cli.trainer, cli.datamodule
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from robustlabels.audit.cli import main
 from robustlabels.audit.confident import FILTER_BY, confident_learning
 from robustlabels.data.synthetic import make_blobs
+from robustlabels.errors import InputError
 from robustlabels.noise import SymmetricNoise
 
 FAST = ["--epochs", "3", "--folds", "3", "--threads", "2"]
@@ -177,16 +178,30 @@ def _probs(folder: Path, n: int, c: int, scale: float = 1.0) -> Path:
 
 @pytest.mark.parametrize("name", ["cnn_ce", "cnn_elr", "mlp_ce", "mlp_elr"])
 def test_bundled_audit_configs_train_on_arrays(name: str, tmp_path: Path) -> None:
-    from robustlabels.audit.training import CONFIG_DIR, fit_arrays, load_fit_config, predict
+    from robustlabels.audit.training import fit_arrays, load_fit_config, predict
 
     rng = np.random.default_rng(0)
     inputs = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8) if name.startswith("cnn") else rng.normal(
         size=(64, 6)).astype(np.float32)  # fmt: skip
     labels = np.arange(64) % 3
     rows = np.arange(64)
-    module, _, dm = fit_arrays(load_fit_config(CONFIG_DIR / f"{name}.yaml"), inputs, labels, num_classes=3,
+    module, _, dm = fit_arrays(load_fit_config(f"audit/{name}"), inputs, labels, num_classes=3,
                                train_rows=rows[:48], heldout_rows=rows[48:], seed=0, root_dir=tmp_path, epochs=1,
                                progress=False)  # fmt: skip
     probs, features = predict(module, dm, inputs, rows[48:])
     assert probs.shape == (16, 3) and np.allclose(probs.sum(1), 1, atol=1e-3) and features.shape[0] == 16
     assert ("ELR" in str([type(r).__name__ for r in module.regularizers])) == name.endswith("elr")
+
+
+def test_default_fit_configs_are_package_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustlabels.audit.training import default_fit_config, load_fit_config
+    from robustlabels.cli import package_path
+
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    images, features = np.zeros((4, 28, 28), dtype=np.uint8), np.zeros((4, 6), dtype=np.float32)
+    assert default_fit_config(images, "knn") == package_path("configs", "audit", "cnn_ce.yaml")
+    assert default_fit_config(images[:, :8, :8], "dynamics") == package_path("configs", "audit", "mlp_elr.yaml")
+    assert default_fit_config(features, "confident_learning").name == "mlp_ce.yaml"
+    assert load_fit_config("fashion_mnist/ce")["model"]["backbone"] == "small_cnn"  # a bundled name
+    with pytest.raises(InputError, match="--fit-config"):
+        load_fit_config("no_such_config")
