@@ -170,7 +170,7 @@ def predict(
         empty = torch.zeros(len(x), dtype=torch.long, device=device)
         x = datamodule.on_after_batch_transfer(Batch(x, empty, empty, empty), 0).inputs
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = module.forward_all(x)
+            out = module.nets(x)
         probs.append(F.softmax(out.mean_logits(), dim=1).cpu())
         feats.append(out.features[0].float().flatten(1).cpu())
     return torch.cat(probs).numpy(), torch.cat(feats).numpy()
