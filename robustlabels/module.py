@@ -255,9 +255,10 @@ class RobustModule(pl.LightningModule):
         if own and self.automatic_optimization:
             raise InputError(f"strategy {type(self.strategy).__name__} has its own optimizers, which needs "
                              "manual_optimization = True")  # fmt: skip
-        first = optimizer if self.lr_scheduler_factory is None else \
-            {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}  # fmt: skip
-        return [first, *({"optimizer": o} for o in own)] if own else first
+        first: dict[str, Any] = {"optimizer": optimizer}
+        if self.lr_scheduler_factory is not None:
+            first["lr_scheduler"] = self.lr_scheduler_factory(optimizer)
+        return [first, *({"optimizer": o} for o in own)]
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

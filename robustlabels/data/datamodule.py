@@ -90,7 +90,7 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 
 class MetaBatchSampler(Sampler[list[int]]):
-    """``num_batches`` batches per epoch drawn from ``pool`` without replacement, reshuffled when exhausted.
+    """``num_batches`` batches per epoch, each drawn uniformly without replacement from ``pool``.
 
     The draws are a pure function of ``(seed, epoch)``, like :class:`EpochBatchSampler`'s, so a resumed run
     draws the same meta batches.
@@ -105,12 +105,8 @@ class MetaBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         gen = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 2 + 1)
-        order: list[int] = []
         for _ in range(self.num_batches):
-            while len(order) < self.batch_size:
-                order += self.pool[torch.randperm(len(self.pool), generator=gen)].tolist()
-            yield order[: self.batch_size]
-            order = order[self.batch_size :]
+            yield self.pool[torch.randperm(len(self.pool), generator=gen)[: self.batch_size]].tolist()
 
     def __len__(self) -> int:
         return self.num_batches
@@ -271,9 +267,9 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         """Serve ``{"train": Batch, "meta": Batch}`` from now on, the meta batches drawn as ``stream`` says."""
         train = self.datasets["train"]
         pool = torch.arange(len(train)) if stream.positions is None else stream.positions.cpu().long()
-        if len(pool) == 0 or int(pool.min()) < 0 or int(pool.max()) >= len(train) or stream.batch_size < 1:
-            raise InputError(f"a meta stream needs batch_size >= 1 and positions in [0, {len(train)}); got "
-                             f"batch_size {stream.batch_size} and {len(pool)} positions")  # fmt: skip
+        if not 1 <= stream.batch_size <= len(pool) or int(pool.min()) < 0 or int(pool.max()) >= len(train):
+            raise InputError(f"a meta stream needs 1 <= batch_size <= its number of positions, each in [0, "
+                             f"{len(train)}); got batch_size {stream.batch_size} and {len(pool)} positions")  # fmt: skip
         if stream.trusted and bool((train.clean_targets[pool] < 0).any()):
             raise InputError("a trusted meta stream needs the true labels of its positions, which this data lacks")
         self.meta_stream, self.meta_pool = stream, pool
