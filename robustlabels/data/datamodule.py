@@ -269,7 +269,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         pool = torch.arange(len(train)) if stream.positions is None else stream.positions.cpu().long()
         if not 1 <= stream.batch_size <= len(pool) or int(pool.min()) < 0 or int(pool.max()) >= len(train):
             raise InputError(f"a meta stream needs 1 <= batch_size <= its number of positions, each in [0, "
-                             f"{len(train)}); got batch_size {stream.batch_size} and {len(pool)} positions")  # fmt: skip
+                             f"{len(train)}); got batch_size {stream.batch_size}, {len(pool)} positions")  # fmt: skip
         if stream.trusted and bool((train.clean_targets[pool] < 0).any()):
             raise InputError("a trusted meta stream needs the true labels of its positions, which this data lacks")
         self.meta_stream, self.meta_pool = stream, pool
