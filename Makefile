@@ -39,6 +39,7 @@ test-browser: venv
 
 lint: venv
 	$(VENV)/bin/ruff check robustlabels tests benchmarks
+	$(VENV)/bin/mypy robustlabels
 
 clean:
 	rm -rf $(VENV) runs lightning_logs

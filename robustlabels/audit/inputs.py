@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+from collections.abc import Sized
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +136,10 @@ def read_image_folder(root: Path) -> AuditData:
         try:
             with Image.open(file) as img:
                 mode = mode or ("L" if img.mode in ("L", "1", "I;16") else "RGB")
-                img = img.convert(mode)
-                size = size or img.size
-                images.append(np.asarray(img.resize(size) if img.size != size else img, dtype=np.uint8))
+                converted = img.convert(mode)
+                size = size or converted.size
+                images.append(np.asarray(converted.resize(size) if converted.size != size else converted,
+                                         dtype=np.uint8))  # fmt: skip
         except OSError as err:
             raise InputError(f"--data image {str(file)!r} is not readable: {err}") from None
     labels = np.array([c for _, c in files], dtype=np.int64)
@@ -227,7 +229,7 @@ def finish(
     return data
 
 
-def check_length(array: np.ndarray, n: int, what: str) -> None:
+def check_length(array: Sized, n: int, what: str) -> None:
     if len(array) != n:
         raise InputError(f"{what} has {len(array)} rows but the labels have {n}")
 

@@ -168,7 +168,7 @@ def predict(
     for start in range(0, len(rows), batch_size):
         x = to_tensor_inputs(inputs[rows[start : start + batch_size]]).to(device)
         empty = torch.zeros(len(x), dtype=torch.long, device=device)
-        x = datamodule.on_after_batch_transfer(Batch(x, empty, empty, empty), 0).inputs
+        x = datamodule.transform(Batch(x, empty, empty, empty), training=False).inputs
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = module.nets(x)
         probs.append(F.softmax(out.mean_logits(), dim=1).cpu())

@@ -124,7 +124,7 @@ class FaissIndex(NeighborIndex):
         super().__init__(points, metric=metric, block_size=block_size or DEFAULT_BLOCK_SIZE)
         faiss = import_faiss()
         self.threads = threads
-        self.factory = choose_index(self.ntotal, backend="faiss", index=index).index
+        self.factory = choose_index(self.ntotal, backend="faiss", index=index).factory
         self.index: Any = None
         self._hnsw_index: Any = None
         self.nprobe: int | None = None

@@ -51,11 +51,11 @@ _IVF = re.compile(r"IVF(\d+)(,Flat)?")
 
 
 class IndexChoice(NamedTuple):
-    """What to build: ``backend`` (faiss, torch or sklearn), ``index`` (a factory string) and ``nprobe``
-    (``None``: the index's own default, or no IVF index)."""
+    """What to build: ``backend`` (faiss, torch or sklearn), ``factory`` (the ``index`` string: ``"Flat"``,
+    ``"IVF{n}"``, a faiss factory string) and ``nprobe`` (``None``: the index's own default, or no IVF index)."""
 
     backend: str
-    index: str
+    factory: str
     nprobe: int | None
 
 

@@ -66,7 +66,7 @@ def build_torch(
     check_shape(features, name="features")
     choice = choose_index(int(features.shape[0]), backend="torch", index=index, nprobe=nprobe)
     check_finite(features, name="features")
-    nlist = parse_ivf(choice.index)
+    nlist = parse_ivf(choice.factory)
     if nlist is None:
         return TorchIndex(features, metric=metric, **options)
     options.pop("copy", None)  # the IVF index stores its own list-sorted copy either way

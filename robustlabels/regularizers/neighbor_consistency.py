@@ -21,7 +21,7 @@ def bank_index(index: str, num_samples: int, nprobe: int | None = None) -> tuple
     """The torch index string and ``nprobe`` the dataset pool searches ``num_samples`` bank rows with: ``"auto"``
     as :func:`robustlabels.neighbors.policy.choose_index` decides for a per-epoch refresh."""
     choice = choose_index(num_samples, backend="torch", index=index, nprobe=nprobe, purpose="refresh")
-    return choice.index, choice.nprobe
+    return choice.factory, choice.nprobe
 
 
 def neighbor_weights(similarities: Tensor, gamma: float) -> Tensor:

@@ -72,7 +72,7 @@ def test_parse_ivf() -> None:
 
 def test_every_backend_builds_what_the_policy_chooses() -> None:
     x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
-    assert build(x, backend="faiss").factory == choose_index(300, backend="faiss").index == "Flat"
+    assert build(x, backend="faiss").factory == choose_index(300, backend="faiss").factory == "Flat"
     index = build(x, backend="torch", index="IVF8")
     assert (index.factory, index.nprobe) == ("IVF8,Flat", 8)  # nprobe: min(nlist, max(16, nlist // 8))
     with pytest.raises(InputError, match="with backend='sklearn' \\(exact only\\); got 'HNSW32'"):
