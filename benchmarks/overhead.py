@@ -30,12 +30,13 @@ from robustlabels.memory import keep_freed_heap
 from robustlabels.module import RobustModule
 from robustlabels.nn.nested_dropout import NestedDropout
 from robustlabels.regularizers import ELR, NeighborConsistency
+from robustlabels.regularizers.base import combine_losses
 from robustlabels.regularizers.neighbor_consistency import bank_index
 from robustlabels.strategies import GCE, MKLSGD, SCE, AdaptiveK, CrossEntropy, Oracle, TrimmedLoss
 from robustlabels.strategies.base import Strategy
 from robustlabels.strategies.co_teaching import CoTeaching
 from robustlabels.strategies.elr_plus import ELRPlus
-from robustlabels.types import Batch, Forward, StepResult
+from robustlabels.types import Batch, Forward, StepResult, TrainData
 
 
 class TwoNetworksCE(Strategy):
@@ -87,9 +88,12 @@ def make_batches(n: int, batch_size: int, shape: tuple[int, ...], num_samples: i
 def build(name: str, backbone: str, shape: tuple[int, ...], num_samples: int, device: str) -> tuple[Any, Any]:
     torch.manual_seed(0)
     module = RobustModule(**VARIANTS[name](), backbone=backbone, num_classes=10, input_shape=shape).to(device)
-    for part in (module.strategy, *module.regularizers):
-        part.setup(num_samples=num_samples, num_classes=10)
-        part.on_train_epoch_start(100)
+    inputs = torch.zeros(1, *shape).expand(num_samples, *shape)  # a view: the strategies only read sizes here
+    module.strategy.setup(TrainData(num_samples, 10, inputs, torch.zeros(num_samples, dtype=torch.long)))
+    module.strategy.on_train_epoch_start(100)
+    for reg in module.regularizers:
+        reg.setup(num_samples=num_samples, num_classes=10)
+        reg.on_train_epoch_start(100)
     module.to(device)
     return module, torch.optim.SGD(module.nets.parameters(), lr=0.01, momentum=0.9)
 
@@ -99,12 +103,13 @@ def time_steps(module: Any, optimizer: Any, batches: list[Batch], device: str) -
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for batch in batches:
-        loss = module.compute_loss(batch)[0]
+    for batch in batches:  # RobustModule.training_step's work, without Lightning's logging
+        result = module.strategy.step(module.nets, batch)
+        loss = combine_losses(result.loss, module.regularizers, batch, result.out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        module.strategy.after_optimizer_step()  # ELR+'s weight averages (RobustModule.optimizer_step does this)
+        module.strategy.after_optimizer_step(module.nets)  # ELR+'s weight averages
     if device == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / len(batches)

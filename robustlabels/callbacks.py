@@ -45,6 +45,7 @@ class RunSummary(pl.Callback):
         if run_dir is None or not trainer.is_global_zero or getattr(datamodule, "noisy", None) is None:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
+        assert datamodule is not None
         atomic_save_npy(run_dir / "noisy_labels.npy", datamodule.noisy.noisy.astype(np.int64))
         record = noise_record(datamodule)
         atomic_write_text(run_dir / "noise.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -62,6 +63,7 @@ class RunSummary(pl.Callback):
 
     def report(self, trainer: pl.Trainer) -> str:
         """The summary table (and where the run's files are), for printing after fit."""
+        assert self.summary is not None, "report() comes after fit"
         text = format_summary(self.summary, title=f"robustlabels: {self.summary['strategy']}")
         run_dir = self.run_dir(trainer)
         return text + (f"\nmetrics.json, noisy labels and checkpoints: {run_dir}" if run_dir else "")

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from robustlabels.io import atomic_write_text
+from robustlabels.types import Batch, Forward
 
 
 def memorization_counts(preds: Tensor, targets: Tensor, clean_targets: Tensor) -> Tensor:
@@ -29,6 +32,59 @@ def memorization_counts(preds: Tensor, targets: Tensor, clean_targets: Tensor) -
     return torch.stack(
         [flipped.sum(), (flipped & (preds == clean_targets)).sum(), (flipped & (preds == targets)).sum()]
     ).float()
+
+
+def training_sums(loss: Tensor, logits: Tensor, targets: Tensor, clean_targets: Tensor) -> Tensor:
+    """``(6,)`` float64 sums of one training batch, added up over an epoch without host syncs:
+    ``[loss·B, B, correct, flipped, flipped predicted as true label, flipped predicted as noisy label]``.
+
+    ``logits`` are the ``(B, C)`` mean logits, ``targets`` and ``clean_targets`` ``(B,)``.
+    """
+    preds = logits.argmax(1)
+    size = torch.full((1,), float(len(targets)), device=preds.device)
+    correct = (preds == targets).sum().view(1).float()
+    memorization = memorization_counts(preds, targets, clean_targets)
+    return torch.cat([loss.detach().float().view(1) * size, size, correct, memorization]).double()
+
+
+def training_row(sums: Sequence[float], epoch: int) -> dict[str, float]:
+    """The epoch's training metrics from the summed :func:`training_sums`: loss, accuracy and, when some labels
+    are known to be flipped, the memorization split ``train/mem_true`` and ``train/mem_noisy``."""
+    loss_sum, count, correct, flipped, true, noisy = sums
+    row = {"epoch": float(epoch), "train/loss": loss_sum / max(count, 1.0), "train/acc": correct / max(count, 1.0)}
+    if flipped > 0:
+        row["train/mem_true"], row["train/mem_noisy"] = true / flipped, noisy / flipped
+    return row
+
+
+class EvalMetrics(nn.Module):
+    """Running means, per evaluation split, of the accuracy against the given labels, the clean accuracy (where
+    the true labels are known) and, on ``val``, the loss; plus each network's own accuracy with several."""
+
+    def __init__(self, splits: Sequence[str] = ("val", "test")) -> None:
+        super().__init__()
+        self.means = nn.ModuleDict({f"{split}_{name}": MeanMetric() for split in splits
+                                    for name in ("acc", "acc_clean", "loss")})  # fmt: skip
+
+    def update(self, split: str, out: Forward, batch: Batch) -> dict[str, MeanMetric | Tensor]:
+        """Add one batch; return what to log under ``{split}/...`` (metric objects aggregate over the epoch)."""
+        logits = out.mean_logits()
+        preds = logits.argmax(1)
+        values = {"acc": ((preds == batch.targets).float(), 1)}
+        if split == "val":  # the test labels are clean, so test/acc is already the clean accuracy
+            values["loss"] = (F.cross_entropy(logits, batch.targets), len(batch.targets))
+            known = batch.clean_targets >= 0
+            if bool(known.any()):
+                values["acc_clean"] = ((preds[known] == batch.clean_targets[known]).float(), 1)
+        logs: dict[str, MeanMetric | Tensor] = {}
+        for name, (value, weight) in values.items():
+            metric = self.means[f"{split}_{name}"]
+            assert isinstance(metric, MeanMetric)
+            metric.update(value, weight)
+            logs[f"{split}/{name}"] = metric
+        for i, z in enumerate(out.logits if len(out.logits) > 1 else ()):
+            logs[f"{split}/acc_net{i}"] = (z.argmax(1) == batch.targets).float().mean()
+        return logs
 
 
 def summarize_history(history: Sequence[Mapping[str, float]]) -> dict[str, Any]:

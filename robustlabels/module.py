@@ -1,8 +1,8 @@
 """``RobustModule``: the one LightningModule. It composes networks, a Strategy and Regularizers.
 
-Evaluation, metrics, logging and optimizer wiring are written once here, so that comparisons between
-strategies stay fair. A strategy takes part only through the hooks of :class:`~robustlabels.strategies.Strategy`;
-the backbones run only in :class:`~robustlabels.networks.Networks`.
+Evaluation, logging and optimizer wiring are written once here, so comparisons between strategies stay fair.
+A strategy takes part only through the hooks of :class:`~robustlabels.strategies.Strategy`; the backbones run
+only in :class:`~robustlabels.networks.Networks`. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -12,21 +12,20 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
-from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torch import Tensor
 
+from robustlabels.callbacks import RunSummary
 from robustlabels.errors import InputError
-from robustlabels.metrics import memorization_counts
+from robustlabels.metrics import EvalMetrics, training_row, training_sums
 from robustlabels.networks import Networks
 from robustlabels.nn.nested_dropout import NestedDropout, PrefixSelection
-from robustlabels.regularizers.base import Regularizer, combine_losses
+from robustlabels.regularizers.base import Regularizer, Regularizers
 from robustlabels.strategies.base import EpochPlan, ManualStep, Strategy
 from robustlabels.strategies.standard import CrossEntropy
-from robustlabels.types import Batch, StepResult, TrainData
+from robustlabels.types import Batch, TrainData
 
 EVAL_SPLITS = ("val", "test")  # validation dataloader 0 and 1
 
@@ -49,14 +48,14 @@ class RobustModule(pl.LightningModule):
         lr_scheduler: optional, stepped once per epoch (also under manual optimisation).
         num_classes: ``C``; linked from the data module by ``robustlabels.fit``.
         input_shape: one sample's shape, ``(C, H, W)`` or ``(D,)``; linked from the data module.
-        channels_last: keep image batches and conv weights in NHWC layout: 1.4× faster in fp32 and 3× under
-            ``bf16-mixed`` for the small CNN on CPU (docs/benchmarks.md); what GPU tensor cores prefer too.
-        nested_dropout: e.g. ``{class_path: NestedDropout, init_args: {sigma: 10}}``: nested dropout between
-            every network's features and its bias-free head. Validation during ``fit`` then scores every prefix
-            ``K`` and logs the metrics at the selected ``K`` (``val/nested_k``), kept in the checkpoint.
+        channels_last: NHWC layout for image batches and conv weights (faster on CPU, docs/benchmarks.md).
+        nested_dropout: e.g. ``{class_path: NestedDropout, init_args: {sigma: 10}}`` between every network's
+            features and its bias-free head; validation during ``fit`` then selects the prefix ``K``.
         gradient_clip_per_network: clip each network's gradient norm to this value separately (Lightning's
             global ``gradient_clip_val`` would couple two networks through their joint norm).
     """
+
+    train_sums: Tensor
 
     def __init__(
         self,
@@ -74,14 +73,11 @@ class RobustModule(pl.LightningModule):
         gradient_clip_per_network: float | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < 2 or not input_shape:
-            raise InputError(f"RobustModule needs `num_classes` >= 2 and `input_shape`; got {num_classes}, "
-                             f"{tuple(input_shape)}")  # fmt: skip
         if gradient_clip_per_network is not None and not gradient_clip_per_network > 0:
             raise InputError(f"`gradient_clip_per_network` must be > 0; got {gradient_clip_per_network!r}")
         self.save_hyperparameters(ignore=["strategy", "regularizers", "optimizer", "lr_scheduler", "nested_dropout"])
         self.strategy = strategy if strategy is not None else CrossEntropy()
-        self.regularizers = nn.ModuleList(regularizers)
+        self.regularizers = Regularizers(regularizers)
         self.nets = Networks(backbone, count=self.strategy.num_networks, input_shape=input_shape,
                              num_classes=num_classes, backbone_kwargs=backbone_kwargs, channels_last=channels_last,
                              nested_dropout=nested_dropout)  # fmt: skip
@@ -90,12 +86,9 @@ class RobustModule(pl.LightningModule):
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.gradient_clip_per_network = gradient_clip_per_network
         self.num_classes = num_classes
-        # Per-epoch training sums, one in-place add per step (torchmetrics objects cost ~0.1 ms per update):
-        # [loss·B, B, correct, flipped, flipped predicted as true label, flipped predicted as noisy label]
+        # the epoch's metrics.training_sums, one in-place add per step (a torchmetrics update costs ~0.1 ms)
         self.register_buffer("train_sums", torch.zeros(6, dtype=torch.float64), persistent=False)
-        self.eval_metrics = nn.ModuleDict(
-            {f"{split}_{name}": MeanMetric() for split in EVAL_SPLITS for name in ("acc", "acc_clean", "loss")}
-        )
+        self.eval_metrics = EvalMetrics(EVAL_SPLITS)
         self.history: list[dict[str, float]] = []
         self._selection: PrefixSelection | None = None  # nested-dropout K selection of this validation epoch
 
@@ -134,7 +127,7 @@ class RobustModule(pl.LightningModule):
         for group in optimizer.param_groups if plan.lr is not None else ():
             group["lr"] = plan.lr
         if plan.sample_order is not None:
-            self.trainer.datamodule.set_sample_order(self.current_epoch, plan.sample_order)
+            self.trainer.datamodule.set_sample_order(self.current_epoch, plan.sample_order)  # type: ignore[attr-defined]
 
     def training_step(self, batch: Batch | dict[str, Batch], batch_idx: int) -> dict[str, Tensor]:
         """The loss, and the detached ``(B, C)`` mean logits for callbacks (the audit's training dynamics)."""
@@ -142,27 +135,17 @@ class RobustModule(pl.LightningModule):
         batch = batch["train"] if isinstance(batch, dict) else batch
         if self.automatic_optimization:
             result = self.strategy.step(self.nets, batch, meta)
-            assert result.out is not None, f"{type(self.strategy).__name__}.step must return the networks' outputs"
-            loss = combine_losses(result.loss, self.regularizers, batch, result.out)
         else:
             result = self.strategy.manual_step(self.nets, batch, meta, self._manual_step())
-            loss = result.loss.detach()
+        assert result.out is not None, f"{type(self.strategy).__name__} must return the networks' outputs"
+        loss = (self.regularizers.combine(result.loss, batch, result.out) if self.automatic_optimization
+                else result.loss.detach())  # fmt: skip
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.targets))
         for key, value in result.logs.items():
             self.log(f"train/{key}", value, batch_size=len(batch.targets))
-        return {"loss": loss, "logits": self._tally_training(batch, loss, result)}
-
-    def _tally_training(self, batch: Batch, loss: Tensor, result: StepResult) -> Tensor:
-        """Add the step to the epoch's training sums; return the detached ``(B, C)`` mean logits."""
-        assert result.out is not None
-        with torch.no_grad():
-            logits = result.out.mean_logits().detach()
-            preds = logits.argmax(1)
-            size = torch.full((1,), float(len(batch.targets)), device=preds.device)
-            correct = (preds == batch.targets).sum().view(1).float()
-            memorization = memorization_counts(preds, batch.targets, batch.clean_targets)
-            self.train_sums += torch.cat([loss.detach().float().view(1) * size, size, correct, memorization])
-        return logits
+        logits = result.out.mean_logits().detach()
+        self.train_sums += training_sums(loss, logits, batch.targets, batch.clean_targets)
+        return {"loss": loss, "logits": logits}
 
     def _manual_step(self) -> ManualStep:
         """The optimizer controls of one manual step (Lightning's own clipping and hooks do not run then)."""
@@ -171,14 +154,12 @@ class RobustModule(pl.LightningModule):
         def step_networks(loss: Tensor) -> None:
             nets_optimizer.zero_grad()
             self.manual_backward(loss)
-            self._clip_per_network()
+            self.nets.clip_grad_norms_(self.gradient_clip_per_network)
             nets_optimizer.step()  # the one counted step of this batch (trainer.global_step)
             self.strategy.after_optimizer_step(self.nets)
 
-        return ManualStep(step_networks=step_networks, backward=self.manual_backward,
-                          own_optimizers=[opt.optimizer for opt in own],
-                          add_regularizers=lambda loss, batch, out: combine_losses(loss, self.regularizers, batch,
-                                                                                   out))  # fmt: skip
+        return ManualStep(step_networks, self.manual_backward, [opt.optimizer for opt in own],
+                          self.regularizers.combine)  # fmt: skip
 
     def on_train_epoch_end(self) -> None:
         """Step the schedulers under manual optimisation; log the epoch's training metrics; extend :attr:`history`."""
@@ -186,15 +167,11 @@ class RobustModule(pl.LightningModule):
             for scheduler in as_list(self.lr_schedulers()):
                 scheduler.step()
         sums = self.trainer.strategy.reduce(self.train_sums.clone(), reduce_op="sum")  # over DDP ranks
-        loss_sum, count, correct, flipped, true, noisy = sums.tolist()
         self.train_sums.zero_()
-        row = {"epoch": float(self.current_epoch), "train/loss": loss_sum / max(count, 1.0),
-               "train/acc": correct / max(count, 1.0)}  # fmt: skip
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "realized_noise_rate"):
-            row["train/noise_rate"] = datamodule.realized_noise_rate
-        if flipped > 0:
-            row["train/mem_true"], row["train/mem_noisy"] = true / flipped, noisy / flipped
+        row = training_row(sums.tolist(), self.current_epoch)
+        noise_rate = getattr(getattr(self.trainer, "datamodule", None), "realized_noise_rate", None)
+        if noise_rate is not None:
+            row["train/noise_rate"] = noise_rate
         self.log_dict({k: v for k, v in row.items() if k != "epoch" and k != "train/loss"})
         if self._validated_epoch == self.current_epoch:
             row.update({k: float(v) for k, v in self.trainer.callback_metrics.items() if k[:4] in ("val/", "test")})
@@ -229,23 +206,8 @@ class RobustModule(pl.LightningModule):
             self._selection.update(split, self.nets.features(batch.inputs), self.nets.head_weights(),
                                    batch.targets, batch.clean_targets)  # fmt: skip
             return
-        out = self.nets(batch.inputs)
-        logits = out.mean_logits()
-        preds, size = logits.argmax(1), len(batch.targets)
-        values = {"acc": ((preds == batch.targets).float(), 1)}
-        if split == "val":  # the test labels are clean, so test/acc is already the clean accuracy
-            values["loss"] = (F.cross_entropy(logits, batch.targets), size)
-            known = batch.clean_targets >= 0
-            if bool(known.any()):
-                values["acc_clean"] = ((preds[known] == batch.clean_targets[known]).float(), 1)
-        for name, (value, weight) in values.items():
-            metric = self.eval_metrics[f"{split}_{name}"]
-            metric.update(value, weight)
-            self.log(f"{split}/{name}", metric, batch_size=size, add_dataloader_idx=False,
-                     prog_bar=(split, name) == ("val", "acc"))  # fmt: skip
-        for i, z in enumerate(out.logits if len(out.logits) > 1 else ()):
-            acc = (z.argmax(1) == batch.targets).float().mean()
-            self.log(f"{split}/acc_net{i}", acc, batch_size=size, add_dataloader_idx=False)
+        for key, value in self.eval_metrics.update(split, self.nets(batch.inputs), batch).items():
+            self.log(key, value, batch_size=len(batch.targets), add_dataloader_idx=False, prog_bar=key == "val/acc")
 
     # ---- optimisation and checkpoints ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -269,12 +231,7 @@ class RobustModule(pl.LightningModule):
     ) -> None:
         """Lightning's clipping (``Trainer(gradient_clip_val=...)``), then each network's norm on its own."""
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        self._clip_per_network()
-
-    def _clip_per_network(self) -> None:
-        if self.gradient_clip_per_network is not None:
-            for net in self.nets:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), self.gradient_clip_per_network)
+        self.nets.clip_grad_norms_(self.gradient_clip_per_network)
 
     def on_fit_start(self) -> None:
         if len(self.nets) > 1 and self.trainer.gradient_clip_val:
@@ -282,8 +239,6 @@ class RobustModule(pl.LightningModule):
                            "use RobustModule(gradient_clip_per_network=...) instead")  # fmt: skip
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        from robustlabels.callbacks import RunSummary
-
         return [RunSummary()]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from robustlabels.errors import InputError
 from robustlabels.nn.backbones import Backbone, create_backbone
 from robustlabels.nn.nested_dropout import NestedDropout
 from robustlabels.types import Forward
@@ -44,6 +45,9 @@ class Networks(nn.Module):
         nested_dropout: NestedDropout | None = None,
     ) -> None:
         super().__init__()
+        if num_classes < 2 or not input_shape:
+            raise InputError(f"the networks need `num_classes` >= 2 and an `input_shape`; got {num_classes}, "
+                             f"{tuple(input_shape)}")  # fmt: skip
         self.count = count
         for i in range(count):  # submodules "0", "1", ...: checkpoint keys nets.0.*, as a ModuleList would give
             net = create_backbone(backbone, input_shape=input_shape, num_classes=num_classes, **(backbone_kwargs or {}))
@@ -133,7 +137,13 @@ class Networks(nn.Module):
         """``(C, D)`` weights of every network's linear head (nested-dropout validation scores prefixes)."""
         return tuple(net.linear_head().weight for net in self)
 
-    # ---- training modes -------------------------------------------------------------------------------
+    # ---- training -------------------------------------------------------------------------------------
+    def clip_grad_norms_(self, max_norm: float | None) -> None:
+        """Clip each network's gradient norm to ``max_norm`` on its own (a joint norm would couple them)."""
+        if max_norm is not None:
+            for net in self:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm)
+
     def freeze_batchnorm(self) -> None:
         """Put every BatchNorm layer in eval mode (running statistics used, not updated) and stop its affine
         parameters' gradients, like the official Nested Co-teaching fine-tuning's ``--freeze-bn``. Lightning

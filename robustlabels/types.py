@@ -23,7 +23,7 @@ class Batch(NamedTuple):
 
     inputs: Tensor
     targets: Tensor
-    index: Tensor
+    index: Tensor  # type: ignore[assignment]  # a field named like tuple.index
     clean_targets: Tensor
 
 

@@ -320,6 +320,7 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         """Normalise uint8 images, and augment them when ``training``, on the batch's device."""
         x = batch.inputs
         if x.dtype == torch.uint8:
+            assert self.mean is not None and self.std is not None, "setup() sets the normalisation first"
             if training and self.augment in ("crop", "crop_flip"):
                 x = random_crop(x, self.crop_padding)
             if training and self.augment == "crop_flip":

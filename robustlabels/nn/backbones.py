@@ -207,8 +207,8 @@ class TimmBackbone(Backbone):
         if not timm.is_model(name):
             raise InputError(f"unknown backbone {name!r}: not a robustlabels backbone nor a timm model")
         kwargs.setdefault("pretrained", False)  # no downloads at run time
-        self.model = timm.create_model(name, num_classes=num_classes, in_chans=input_shape[0], **kwargs)
-        self.feature_dim = self.model.num_features
+        model: Any = timm.create_model(name, num_classes=num_classes, in_chans=input_shape[0], **kwargs)
+        self.model, self.feature_dim = model, model.num_features
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)

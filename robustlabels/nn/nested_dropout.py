@@ -94,6 +94,7 @@ class NestedDropout(nn.Module):
     """
 
     best_k: Tensor
+    network_k: Tensor
 
     def __init__(self, sigma: float = 10.0, *, penalty: float = 1e-5) -> None:
         super().__init__()

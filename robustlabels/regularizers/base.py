@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from torch import Tensor, nn
 
@@ -39,6 +39,17 @@ def combine_losses(strategy_loss: Tensor, regularizers: Sequence[Regularizer], b
         scale *= reg.base_loss_scale
         terms.append(reg(batch, out))
     return scale * strategy_loss + sum(terms) if terms else strategy_loss
+
+
+class Regularizers(nn.ModuleList):
+    """The regularizers of a run (checkpoint keys ``regularizers.0.*`` ...), typed, with their combined loss."""
+
+    def __iter__(self) -> Iterator[Regularizer]:
+        return super().__iter__()  # type: ignore[return-value]
+
+    def combine(self, strategy_loss: Tensor, batch: Batch, out: Forward) -> Tensor:
+        """:func:`combine_losses` with these regularizers."""
+        return combine_losses(strategy_loss, list(self), batch, out)
 
 
 REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")

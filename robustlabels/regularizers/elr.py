@@ -52,6 +52,7 @@ class ELR(Regularizer):
     Reference: Liu et al., NeurIPS 2020, Eq. (6) and the official configs.
     """
 
+    targets: Tensor
     PRESETS: ClassVar[dict[str, tuple[float, float]]] = {
         "cifar10_sym": (0.7, 3.0),
         "cifar10_asym": (0.9, 1.0),

@@ -90,6 +90,9 @@ class NeighborConsistency(Regularizer):
     Reference: Iscen, Valmadre, Arnab & Schmid, CVPR 2022, Eq. (3)–(5).
     """
 
+    bank_features: Tensor
+    bank_probs: Tensor
+
     def __init__(
         self,
         *,

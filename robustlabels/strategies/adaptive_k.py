@@ -72,6 +72,8 @@ class AdaptiveK(Strategy):
         self.beta2 = check_interval("beta2", beta2, low=0.0, high=1.0, closed="left")
         self.eps = eps
         self.adaptive = vanilla_epochs == 0
+        self.m: Tensor
+        self.v: Tensor
         self.register_buffer("m", torch.zeros((), dtype=torch.float64))
         self.register_buffer("v", torch.zeros((), dtype=torch.float64))
 

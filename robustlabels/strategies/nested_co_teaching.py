@@ -166,11 +166,11 @@ class NestedCoTeaching(Strategy):
         if self.stage == 1 or half == 0:
             return super().step(nets, batch)
         x = batch.inputs
-        scores = nets.eval_logits([x[:half], x[half : 2 * half]], own_k=self.k_selection == "per_network")
+        score0, score1 = nets.eval_logits([x[:half], x[half : 2 * half]], own_k=self.k_selection == "per_network")
         if self.freeze_bn and self.stage1_epochs > 0:
             nets.freeze_batchnorm()
         out = nets(x, shared_k=True)
-        return replace(self.stage2_loss(batch, out, scores), out=out)
+        return replace(self.stage2_loss(batch, out, (score0, score1)), out=out)
 
     def compute_loss(self, batch: Batch, out: Forward) -> StepResult:
         """Stage 1: each network's own cross-entropy (on its subset with ``stage1_subsets``), summed."""
