@@ -1,4 +1,4 @@
-"""Co-teaching: two networks, each updated on the small-loss samples its peer selects (``methods.md`` §3)."""
+"""Co-teaching: two networks, each updated on the small-loss samples its peer selects (docs/methods.md, "Co-teaching")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ELR+: two networks with weight-averaged copies, mixup and early-learning targets (``methods.md`` §1)."""
+"""ELR+: two networks with weight-averaged copies, mixup and early-learning targets (docs/methods.md, "ELR+")."""
 
 from __future__ import annotations
 

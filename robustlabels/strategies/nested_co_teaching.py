@@ -1,4 +1,4 @@
-"""Nested Co-teaching: two nested-dropout networks, then co-teaching fine-tuning (``methods.md`` §3)."""
+"""Nested Co-teaching: two nested-dropout networks, then co-teaching fine-tuning (docs/methods.md, "Nested Co-teaching")."""
 
 from __future__ import annotations
 

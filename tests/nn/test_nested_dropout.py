@@ -1,4 +1,4 @@
-"""Nested dropout: the k distribution of methods.md §3, masks, prefix scoring, bias-free heads, K selection."""
+"""Nested dropout: the k distribution of docs/methods.md ("Nested dropout"), masks, prefix scoring, bias-free heads, K selection."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_sampled_k_has_the_methods_md_mean() -> None:
     gen = torch.Generator().manual_seed(0)
     draws = torch.tensor([layer.draw_k(256, generator=gen) for _ in range(20_000)], dtype=torch.float64)
     assert draws.min() >= 1 and draws.max() <= 256
-    assert float(draws.mean()) == pytest.approx(5.97, abs=0.08)  # exact mean 5.969; methods.md: "mean 6"
+    assert float(draws.mean()) == pytest.approx(5.97, abs=0.08)  # exact mean 5.969; the paper: "mean 6"
     assert float(draws.median()) == 5
 
 
