@@ -1,4 +1,4 @@
-"""Nested dropout on the pre-logit features, as in Nested Co-teaching (Chen et al., 2021); docs/methods.md, "Nested dropout".
+"""Nested dropout on the pre-logit features, as in Nested Co-teaching (Chen et al., 2021); docs/methods.md.
 
 During training one ``k`` per mini-batch is drawn from ``p(k) ∝ exp(−(k/σ)²)``, ``k ∈ {1..D}`` (a discretised
 half-Gaussian, no ½ in the exponent; **not** Rippel et al.'s geometric law), and feature channels

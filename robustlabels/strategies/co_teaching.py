@@ -1,4 +1,4 @@
-"""Co-teaching: two networks, each updated on the small-loss samples its peer selects (docs/methods.md, "Co-teaching")."""
+"""Co-teaching: two networks, each updated on the small-loss samples its peer selects (docs/methods.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nested Co-teaching: two nested-dropout networks, then co-teaching fine-tuning (docs/methods.md, "Nested Co-teaching")."""
+"""Nested Co-teaching: two nested-dropout networks, then co-teaching fine-tuning (docs/methods.md)."""
 
 from __future__ import annotations
 

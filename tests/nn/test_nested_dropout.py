@@ -1,4 +1,4 @@
-"""Nested dropout: the k distribution of docs/methods.md ("Nested dropout"), masks, prefix scoring, bias-free heads, K selection."""
+"""Nested dropout: the k distribution (docs/methods.md), masks, prefix scoring, bias-free heads, K selection."""
 
 from __future__ import annotations
 
