@@ -59,6 +59,12 @@ class AdaptiveK(Strategy):
     Use the notebook's optimizer (plain SGD, lr 0.05, no momentum): with momentum 0.9 we saw it collapse to
     a single predicted class on Fashion-MNIST, after which only zero-loss samples pass the threshold.
 
+    Departures from the official notebook:
+        - the kept samples' loss is the masked mean of the batch's per-sample losses, not a second forward
+          pass over the kept samples (equal up to BatchNorm statistics);
+        - an empty selection keeps the single lowest-loss sample (:func:`keep_at_least_one`); the notebook has
+          no branch for it and would back-propagate the previous batch's loss again, which fails.
+
     Reference: Dedeoglu, Kesgin & Amasyali, "A Robust Optimization Method for Label Noisy Datasets Based on
     Adaptive Threshold: Adaptive-k", arXiv 2203.14165; code ``enesdedeoglu-TR/Adaptive-k``.
     """

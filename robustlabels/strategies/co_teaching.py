@@ -79,11 +79,12 @@ class CoTeaching(Strategy):
     (:func:`forget_rate_schedule`). The official loop trains its epochs 1..E−1 (epoch 0 only evaluates the
     random weights) and indexes the schedule by that number, so our 0-based epoch ``t`` uses
     ``rate[t + 1]``: ``R(t) = τ^c·min(1, (t + 1)/(T_k − 1))`` before ``τ`` is reached (``τ/9`` in the first
-    epoch for ``T_k = 10``), not the brief's ``τ·t/T_k``.
+    epoch for ``T_k = 10``), not the often-quoted ``τ·t/T_k``.
 
     Each network's loss is the mean CE over its peer's selection (the official code divides that mean by
     ``num_remember`` once more, a 1/``num_remember`` scale that Adam ignores but SGD would not; we use the
-    mean, the "sum / num_remember" the paper intends). The two losses are summed: the networks share no
+    mean, the "sum / num_remember" the paper intends; with SGD, divide a learning rate tuned for the official
+    code by ``num_remember`` ≈ ``(1 − τ)·B`` to train alike). The two losses are summed: the networks share no
     parameters and the selection is made on detached losses, so one backward pass gives each network
     exactly the gradient of its own co-teaching loss.
 
