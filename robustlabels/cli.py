@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from robustlabels.errors import InputError
+
 if TYPE_CHECKING:  # what the module's __getattr__ builds, for type checkers
     from pytorch_lightning.cli import LightningCLI as RobustCLI
 
@@ -56,10 +58,16 @@ def packaged_config_names() -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
-def config_file(value: str) -> str:
-    """``value`` when it is a file, else the bundled config of that name when there is one, else ``value``."""
-    found = None if Path(value).is_file() else packaged_config(value)
-    return value if found is None else str(found)
+def config_file(value: str, *, what: str = "--config") -> str:
+    """``value`` when it is a file, else the bundled config of that name (:class:`InputError` naming the flag
+    ``what`` when neither)."""
+    if Path(value).is_file():
+        return value
+    found = packaged_config(value)
+    if found is None:
+        raise InputError(f"`{what}` {value!r} is neither a file nor a bundled config; bundled: "
+                         f"{', '.join(packaged_config_names())}")  # fmt: skip
+    return str(found)
 
 
 def resolve_config_args(args: list[str]) -> list[str]:

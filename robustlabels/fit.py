@@ -27,12 +27,12 @@ def main(args: list[str] | None = None) -> int:
     from jsonargparse import ArgumentError
 
     given = list(sys.argv[1:] if args is None else args)
-    argv = resolve_config_args(given)  # `--config quickstart`: a bundled config by name
     keep_freed_heap()
     # Lightning-internal deprecation chatter that users cannot act on.
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
     try:
+        argv = resolve_config_args(given)  # `--config quickstart`: a bundled config by name
         cli = RobustCLI(
             RobustModule,
             NoisyLabelDataModule,

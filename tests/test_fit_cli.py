@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from robustlabels.cli import package_path, packaged_config_names, resolve_config_args
+from robustlabels.errors import InputError
 from robustlabels.fit import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,9 +121,17 @@ def test_config_takes_a_bundled_name_from_any_directory(tmp_path: Path, monkeypa
     assert resolve_config_args(["-c=fashion_mnist/ce"]) == [f"-c={CONFIG_DIR / 'fashion_mnist' / 'ce.yaml'}"]
     (tmp_path / "quickstart").write_text("seed_everything: 1\n")  # a file of that name wins
     assert resolve_config_args(["--config", "quickstart"]) == ["--config", "quickstart"]
-    assert resolve_config_args(["--config", "nope"]) == ["--config", "nope"]  # left for the parser to report
+    with pytest.raises(InputError, match="`--config` 'nope' is neither a file nor a bundled config; bundled: "):
+        resolve_config_args(["--config", "nope"])
     assert main(["--config", "configs/quickstart.yaml", "--trainer.fast_dev_run=true", "--trainer.logger=false",
                  f"--trainer.default_root_dir={tmp_path}", *FAST]) == 0  # fmt: skip
+
+
+def test_a_config_that_does_not_exist_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--config", "fashion_mnist/nope", "--trainer.fast_dev_run=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: `--config` 'fashion_mnist/nope' is neither a file") and "\n" not in err
+    assert "quickstart" in err
 
 
 def test_help_names_the_bundled_configs(capsys: pytest.CaptureFixture) -> None:

@@ -24,7 +24,7 @@ import yaml
 from robustlabels.cli import config_file, packaged_config
 from robustlabels.data.datamodule import NoisyLabelDataModule, to_tensor_inputs
 from robustlabels.distributed import gather_rows
-from robustlabels.errors import InputError, check_file
+from robustlabels.errors import InputError
 from robustlabels.types import Batch
 
 PORTABLE_DATA_KEYS = ("batch_size", "eval_batch_size", "augment", "num_workers")
@@ -79,7 +79,7 @@ def default_fit_config(inputs: np.ndarray, method: str) -> Path:
 def load_fit_config(path: str | Path) -> dict[str, Any]:
     """Read a ``fit`` YAML (a file, or a bundled config's name) into a dict (one line naming the file when it is
     not a mapping)."""
-    file = check_file(config_file(str(path)), what="--fit-config")
+    file = Path(config_file(str(Path(path).expanduser()), what="--fit-config"))
     try:
         config = yaml.safe_load(file.read_text())
     except yaml.YAMLError as err:

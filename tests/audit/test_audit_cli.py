@@ -203,5 +203,5 @@ def test_default_fit_configs_are_package_data(tmp_path: Path, monkeypatch: pytes
     assert default_fit_config(images[:, :8, :8], "dynamics") == package_path("configs", "audit", "mlp_elr.yaml")
     assert default_fit_config(features, "confident_learning").name == "mlp_ce.yaml"
     assert load_fit_config("fashion_mnist/ce")["model"]["backbone"] == "small_cnn"  # a bundled name
-    with pytest.raises(InputError, match="--fit-config"):
+    with pytest.raises(InputError, match="`--fit-config` 'no_such_config' is neither a file nor a bundled config"):
         load_fit_config("no_such_config")
