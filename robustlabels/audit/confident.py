@@ -3,7 +3,7 @@
 cleanlab is AGPL: it is called here as a dependency, never copied. :func:`cross_val_pred_probs` makes the
 out-of-sample ``pred_probs`` with the ``fit`` pipeline (stratified K-fold, seeded), so any backbone,
 strategy or regularizer can produce them; :func:`confident_learning` turns them into a
-:class:`~robustlabels.audit.types.MethodResult`. Spec: ``methods.md`` §7a.
+:class:`~robustlabels.audit.types.MethodResult`. Method: docs/methods.md, "Audit methods".
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def confident_learning(
 
 
 def quality_scores(labels: np.ndarray, pred_probs: np.ndarray, method: str) -> np.ndarray:
-    """``(N,)`` label quality, lower = more suspicious (``methods.md`` §7a).
+    """``(N,)`` label quality, lower = more suspicious (docs/methods.md, "Audit methods").
 
     ``self_confidence`` (``p̂_{i,ỹ}``) and ``normalized_margin`` (``(p̂_{i,ỹ} − max_{j≠ỹ} p̂_ij + 1) / 2``) are
     one vectorised line each here; cleanlab's ``get_label_quality_scores`` re-validates its inputs first,

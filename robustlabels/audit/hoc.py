@@ -1,7 +1,7 @@
 """HOC: the noise transition matrix ``T`` and the true-label prior ``p`` from label consensus among neighbours.
 
 Reference: Zhu, Song, Liu, "Clusterability as an Alternative to Anchor Points When Learning with Noisy
-Labels", ICML 2021; used by SimiFeat's ``rank`` rule (``methods.md`` §7b). Re-implemented from the
+Labels", ICML 2021; used by SimiFeat's ``rank`` rule (docs/methods.md). Re-implemented from the
 equations; the reference code (``Docta-ai/docta``, ``UCSC-REAL/SimiFeat``) is CC BY-NC and is not copied.
 
 Assumption (2-NN clusterability): a point and its two nearest neighbours share one true label ``y*``, and

@@ -1,7 +1,7 @@
 """SimiFeat (Zhu, Dong, Liu, ICML 2022): find wrong labels by weighted kNN votes on frozen features, no training.
 
-Re-implemented from ``methods.md`` §7b; the reference code (``UCSC-REAL/SimiFeat``, ``Docta-ai/docta``) is
-CC BY-NC and is not copied. Per round, on a random subsample of the data:
+Re-implemented from the paper (docs/methods.md, "Audit methods"); the reference code (``UCSC-REAL/SimiFeat``,
+``Docta-ai/docta``) is CC BY-NC and is not copied. Per round, on a random subsample of the data:
 
 1. each sampled point's ``k`` nearest sampled points by cosine, **itself first**; its own distance is
    replaced by ``2 d_1 − d_2`` (``d = 1 − cos``, ``d_1, d_2`` its two nearest other points) so that the

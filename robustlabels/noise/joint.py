@@ -12,7 +12,7 @@ BLOCK_ELEMENTS = 1 << 20  # pred_probs entries per block of estimate_joint: in c
 
 
 def estimate_joint(labels: np.ndarray, pred_probs: np.ndarray, *, predicted: np.ndarray | None = None) -> np.ndarray:
-    """``(C, C)`` calibrated confident joint ``P(y* = i, ỹ = j)`` (rows **true**), from ``methods.md`` §7a.
+    """``(C, C)`` calibrated confident joint ``P(y* = i, ỹ = j)`` (rows **true**), as in docs/methods.md.
 
     Written from the spec, in row blocks (bounded memory, for cleanlab's batched path, which has no joint),
     and vectorised (cleanlab's ``estimate_joint`` re-validates its inputs in a Python loop). Equal to

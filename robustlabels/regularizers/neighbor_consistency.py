@@ -72,8 +72,8 @@ class NeighborConsistency(Regularizer):
       torch backend of :mod:`robustlabels.neighbors` on the bank's device (the GPU when training there). The
       neighbours' predictions come from the bank (``softmax(z_j / T)`` of their last visit), so gradients
       flow into ``z_i`` only. With ``index="auto"`` the search is exact below 4,096 samples and an IVF index
-      above (about ``sqrt(N) / 4`` k-means lists, ``nprobe = max(2, nlist // 16)``): approximate, recall@10
-      about 0.97-0.99 against exact search on trained features, 5-8x faster than exact FAISS search.
+      above (:func:`robustlabels.neighbors.policy.choose_index`, ``purpose="refresh"``): approximate,
+      recall@10 about 0.97-0.99 against exact search on trained features, 5-8x faster than exact search.
 
     Args:
         weight: α (``loss_weight`` in the official configs), default 0.3.
