@@ -11,7 +11,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
+from torchmetrics.classification import BinaryF1Score
 
 from robustlabels.io import atomic_write_text
 from robustlabels.types import Batch, Forward
@@ -59,49 +60,72 @@ def training_row(sums: Sequence[float], epoch: int) -> dict[str, float]:
 
 class EvalMetrics(nn.Module):
     """Running means, per evaluation split, of the accuracy against the given labels, the clean accuracy (where
-    the true labels are known) and, on ``val``, the loss; plus each network's own accuracy with several."""
+    the true labels are known) and, on ``val``, the loss; plus each network's own accuracy with several.
+
+    Binary tasks (``C = 2``) also get ``f1``, the F1 score of class 1 (SMS spam in STORM, Heck et al. 2025) against
+    the given labels, and on ``val`` ``f1_clean`` against the true ones. It is the F1 of the whole epoch: true and
+    false positives and false negatives are summed over batches (and over DDP ranks) before the ratio, never a mean
+    of per-batch scores.
+    """
 
     def __init__(self, splits: Sequence[str] = ("val", "test")) -> None:
         super().__init__()
         self.means = nn.ModuleDict({f"{split}_{name}": MeanMetric() for split in splits
                                     for name in ("acc", "acc_clean", "loss")})  # fmt: skip
+        # States are sums (reduced by summing across ranks) and not persistent: checkpoints keep their keys.
+        self.f1 = nn.ModuleDict({f"{split}_{name}": BinaryF1Score(validate_args=False) for split in splits
+                                 for name in ("f1", "f1_clean")})  # fmt: skip
 
-    def update(self, split: str, out: Forward, batch: Batch) -> dict[str, MeanMetric | Tensor]:
+    def update(self, split: str, out: Forward, batch: Batch) -> dict[str, Metric | Tensor]:
         """Add one batch; return what to log under ``{split}/...`` (metric objects aggregate over the epoch)."""
         logits = out.mean_logits()
         preds = logits.argmax(1)
+        known = batch.clean_targets >= 0
         values = {"acc": ((preds == batch.targets).float(), 1)}
         if split == "val":  # the test labels are clean, so test/acc is already the clean accuracy
             values["loss"] = (F.cross_entropy(logits, batch.targets), len(batch.targets))
-            known = batch.clean_targets >= 0
             if bool(known.any()):
                 values["acc_clean"] = ((preds[known] == batch.clean_targets[known]).float(), 1)
-        logs: dict[str, MeanMetric | Tensor] = {}
+        logs: dict[str, Metric | Tensor] = {}
         for name, (value, weight) in values.items():
             metric = self.means[f"{split}_{name}"]
             assert isinstance(metric, MeanMetric)
             metric.update(value, weight)
             logs[f"{split}/{name}"] = metric
+        if logits.shape[1] == 2:  # binary: F1 of class 1
+            pairs = {"f1": (preds, batch.targets)}
+            if split == "val" and bool(known.any()):
+                pairs["f1_clean"] = (preds[known], batch.clean_targets[known])
+            for name, (predicted, target) in pairs.items():
+                score = self.f1[f"{split}_{name}"]
+                assert isinstance(score, BinaryF1Score)
+                score.update(predicted, target)
+                logs[f"{split}/{name}"] = score
         for i, z in enumerate(out.logits if len(out.logits) > 1 else ()):
             logs[f"{split}/acc_net{i}"] = (z.argmax(1) == batch.targets).float().mean()
         return logs
 
 
 def summarize_history(history: Sequence[Mapping[str, float]]) -> dict[str, Any]:
-    """Best and final accuracies from per-epoch rows (keys like ``test/acc``, ``val/acc``)."""
+    """Best and final scores from per-epoch rows (keys like ``test/acc``, ``val/acc``, ``test/f1``).
+
+    Accuracy: ``best_test_acc``, ``final_test_acc``, ``best_val_acc`` and ``test_acc_at_best_val``. With an F1
+    (binary tasks): ``best_test_f1``, ``final_test_f1``, ``best_val_f1`` and ``test_f1_at_best_val_f1``, the model
+    selected by its validation F1. The best validation epoch is the first of equal ones.
+    """
 
     def column(key: str) -> list[tuple[int, float]]:
         return [(i, row[key]) for i, row in enumerate(history) if _finite(row.get(key))]
 
     summary: dict[str, Any] = {"epochs": len(history)}
-    test, val = column("test/acc"), column("val/acc")
-    if test:
-        summary["best_test_acc"] = max(v for _, v in test)
-        summary["final_test_acc"] = test[-1][1]
-    if val:
-        best_val_epoch = max(val, key=lambda iv: iv[1])[0]
-        summary["best_val_acc"] = val[best_val_epoch][1] if best_val_epoch < len(val) else None
-        summary["test_acc_at_best_val"] = history[best_val_epoch].get("test/acc")
+    for metric, at_best in (("acc", "test_acc_at_best_val"), ("f1", "test_f1_at_best_val_f1")):
+        test, val = column(f"test/{metric}"), column(f"val/{metric}")
+        if test:
+            summary[f"best_test_{metric}"] = max(v for _, v in test)
+            summary[f"final_test_{metric}"] = test[-1][1]
+        if val:
+            best_val_epoch, summary[f"best_val_{metric}"] = max(val, key=lambda iv: iv[1])
+            summary[at_best] = history[best_val_epoch].get(f"test/{metric}")
     for key in ("train/mem_true", "train/mem_noisy", "train/noise_rate"):
         if column(key):
             summary["final_" + key.split("/")[1]] = column(key)[-1][1]
@@ -114,6 +138,9 @@ def format_summary(summary: Mapping[str, Any], *, title: str) -> str:
         "best_test_acc": "best test accuracy",
         "final_test_acc": "final test accuracy",
         "test_acc_at_best_val": "test accuracy at best val epoch",
+        "final_test_f1": "final test F1 (class 1)",
+        "best_val_f1": "best val F1 (class 1)",
+        "test_f1_at_best_val_f1": "test F1 (class 1) at best val F1 epoch",
         "final_noise_rate": "realized noise rate (train)",
         "final_mem_true": "flipped samples predicted as true label",
         "final_mem_noisy": "flipped samples predicted as noisy label (memorized)",
