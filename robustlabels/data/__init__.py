@@ -8,6 +8,7 @@ from robustlabels.data.images import (
     MNISTDataModule,
 )
 from robustlabels.data.synthetic import BlobsDataModule
+from robustlabels.data.tables import FeatureTableDataModule, SpamDataModule
 from robustlabels.data.text import NoisyAGNewsDataModule
 
 __all__ = [
@@ -15,7 +16,9 @@ __all__ = [
     "CIFAR10DataModule",
     "DigitsDataModule",
     "FashionMNISTDataModule",
+    "FeatureTableDataModule",
     "MNISTDataModule",
     "NoisyAGNewsDataModule",
     "NoisyLabelDataModule",
+    "SpamDataModule",
 ]

@@ -5,7 +5,9 @@ Every data module follows the same recipe, written once here:
 1. load the full training split and the test split as arrays (decoded once, kept as uint8 tensors);
 2. apply the noise model to the *full* training labels, once, seeded (so a ``labels.npy`` written by
    ``python -m robustlabels.inject`` for the same dataset lines up index by index);
-3. carve a seeded, stratified validation split; its labels stay noisy unless ``clean_validation``;
+3. carve a seeded, stratified validation split; its labels stay noisy unless ``clean_validation``. A dataset
+   that ships its own validation split (:meth:`NoisyLabelDataModule.has_validation_split`) is served that
+   split instead, with its labels as given (never noised);
 4. serve whole batches by fancy indexing, and normalise / augment them on the training device.
 """
 
@@ -139,6 +141,14 @@ def to_tensor_inputs(inputs: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
 
 
+def given_split(inputs: np.ndarray, labels: np.ndarray, *true: np.ndarray) -> ArrayDataset:
+    """A split served with its labels as given: ``labels (N,)`` are the targets, ``true`` (when given) the clean
+    targets, else the given labels themselves."""
+    clean = true[0] if true else labels
+    targets, clean_targets = (torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (labels, clean))
+    return ArrayDataset(to_tensor_inputs(inputs), targets, clean_targets)
+
+
 def labels_sha256(labels: np.ndarray) -> str:
     """Hash of an int64 label array, stored in checkpoints to detect a change of noisy labels."""
     return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
@@ -150,7 +160,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
     Args:
         noise: the noise model applied once to the full training labels (``None``: labels as given).
         noise_seed: seed of the noise draw (independent of the training seed).
-        val_fraction: stratified share of the training split held out for validation.
+        val_fraction: stratified share of the training split held out for validation. Must be 0 for a
+            dataset that ships its own validation split (:meth:`has_validation_split`).
         split_seed: seed of the validation split and of the data order.
         clean_validation: keep the validation labels clean (default: noised like training, as in ELR).
         train_subset: keep only this many training samples (stratified), for fast suites.
@@ -194,12 +205,23 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.meta_pool = torch.zeros(0, dtype=torch.long)
 
     # ---- what subclasses provide -------------------------------------------------------------------
-    def load_split(self, split: Literal["train", "test"]) -> tuple[np.ndarray, ...]:
+    def load_split(self, split: Literal["train", "val", "test"]) -> tuple[np.ndarray, ...]:
         """Return ``(inputs, labels)`` or, for datasets with real label noise, ``(inputs, labels, true_labels)``.
 
         ``inputs`` are uint8 images ``(N, H, W[, C])`` or float features ``(N, D)``; labels are ``(N,)`` ints.
+        ``"val"`` is asked for only when :meth:`has_validation_split` says so.
         """
         raise NotImplementedError
+
+    def has_validation_split(self) -> bool:
+        """Whether :meth:`load_split` serves a ``"val"`` split of its own (STORM's spam data, GLUE-style sets).
+
+        Then nothing is carved from the training split, and the validation split keeps its given labels: the
+        noise model touches the training labels only, as in the STORM protocol (model selection on a clean
+        validation split). Such a data module must run with ``val_fraction: 0`` and ``clean_validation: true``;
+        anything else is refused rather than ignored.
+        """
+        return False
 
     def fake_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """A few random samples with the real shapes, for tests and dry runs."""
@@ -223,6 +245,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         test_labels = test_true[0] if test_true else test_labels  # evaluate against true labels
         self.noisy = self.apply_noise(inputs, labels)  # synthetic noise on top of the given labels
         given = self.noisy.noisy
+        if self.has_validation_split():
+            self.check_given_validation()  # val_fraction is 0: the split below keeps every training sample
         train_pos, val_pos = stratified_split(given, self.val_fraction, seed=self.split_seed)
         if self.train_subset is not None and self.train_subset < len(train_pos):
             frac = 1.0 - self.train_subset / len(train_pos)
@@ -236,10 +260,18 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         tp, vp = torch.from_numpy(train_pos), torch.from_numpy(val_pos)
         self.datasets = {
             "train": ArrayDataset(x[tp], y[tp], y_clean[tp]),
-            "val": ArrayDataset(x[vp], val_targets[vp], y_clean[vp]),
+            "val": given_split(*load("val")) if self.has_validation_split()
+                   else ArrayDataset(x[vp], val_targets[vp], y_clean[vp]),
             "test": ArrayDataset(x_test, torch.from_numpy(test_labels.astype(np.int64)),
                                  torch.from_numpy(test_labels.astype(np.int64))),
         }  # fmt: skip
+
+    def check_given_validation(self) -> None:
+        """One-line error when the options ask to carve or noise a validation split the dataset ships itself."""
+        if self.val_fraction > 0 or not self.clean_validation:
+            raise InputError(f"{type(self).__name__} ships its own clean validation split: set val_fraction: 0 and "
+                             f"clean_validation: true (got val_fraction {self.val_fraction!r}, clean_validation "
+                             f"{self.clean_validation!r})")  # fmt: skip
 
     def apply_noise(self, inputs: np.ndarray, clean: np.ndarray) -> NoisyLabels:
         """Draw the noisy training labels once (features for instance-dependent noise: raw inputs)."""
