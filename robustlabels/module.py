@@ -149,17 +149,10 @@ class RobustModule(pl.LightningModule):
 
     def _manual_step(self) -> ManualStep:
         """The optimizer controls of one manual step (Lightning's own clipping and hooks do not run then)."""
-        nets_optimizer, *own = as_list(self.optimizers())
-
-        def step_networks(loss: Tensor) -> None:
-            nets_optimizer.zero_grad()
-            self.manual_backward(loss)
-            self.nets.clip_grad_norms_(self.gradient_clip_per_network)
-            nets_optimizer.step()  # the one counted step of this batch (trainer.global_step)
-            self.strategy.after_optimizer_step(self.nets)
-
-        return ManualStep(step_networks, self.manual_backward, [opt.optimizer for opt in own],
-                          self.regularizers.combine)  # fmt: skip
+        nets_optimizer, *own = as_list(self.optimizers())  # own optimizers step outside the step count
+        return ManualStep(self.nets, nets_optimizer, [opt.optimizer for opt in own], backward=self.manual_backward,
+                          after_step=self.strategy.after_optimizer_step, add_regularizers=self.regularizers.combine,
+                          clip_norm=self.gradient_clip_per_network)  # fmt: skip
 
     def on_train_epoch_end(self) -> None:
         """Step the schedulers under manual optimisation; log the epoch's training metrics; extend :attr:`history`."""

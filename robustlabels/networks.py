@@ -48,7 +48,7 @@ class Networks(nn.Module):
         if num_classes < 2 or not input_shape:
             raise InputError(f"the networks need `num_classes` >= 2 and an `input_shape`; got {num_classes}, "
                              f"{tuple(input_shape)}")  # fmt: skip
-        self.count = count
+        self.count, self.num_classes = count, num_classes
         for i in range(count):  # submodules "0", "1", ...: checkpoint keys nets.0.*, as a ModuleList would give
             net = create_backbone(backbone, input_shape=input_shape, num_classes=num_classes, **(backbone_kwargs or {}))
             self.add_module(str(i), net)

@@ -7,6 +7,7 @@ from robustlabels.strategies.elr_plus import ELRPlus
 from robustlabels.strategies.nested_co_teaching import NestedCoTeaching
 from robustlabels.strategies.robust_losses import GCE, SCE
 from robustlabels.strategies.standard import CrossEntropy, Oracle
+from robustlabels.strategies.storm import MetaLossRescaling
 
 __all__ = [
     "GCE",
@@ -17,6 +18,7 @@ __all__ = [
     "CoTeaching",
     "CrossEntropy",
     "ELRPlus",
+    "MetaLossRescaling",
     "NestedCoTeaching",
     "Oracle",
     "Strategy",

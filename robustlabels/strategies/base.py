@@ -16,10 +16,11 @@ A strategy never holds the module: what it may touch arrives as arguments.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -45,23 +46,52 @@ class EpochPlan:
     sample_order: Tensor | None = None
 
 
-@dataclass(frozen=True)
 class ManualStep:
     """What a strategy with ``manual_optimization`` may do in one training step.
 
+    Update the networks exactly once per step, with :meth:`step_networks` (a real optimizer step on a loss) or
+    :meth:`adopt_networks` (parameters computed by the strategy, e.g. STORM's virtual step). Either one counts
+    as the step's update (``trainer.global_step``), clips each network's gradient on its own where there is
+    one, and calls :meth:`Strategy.after_optimizer_step`.
+
     Attributes:
-        step_networks: given the real loss of the networks, do the one counted update: zero their gradients,
-            back-propagate, clip each network's gradient (``gradient_clip_per_network``), step their optimizer
-            and call :meth:`Strategy.after_optimizer_step`. Call it exactly once per step.
         backward: precision-aware ``loss.backward()`` for the strategy's own losses (e.g. a meta loss).
         own_optimizers: the optimizers of :meth:`Strategy.optimizers`, stepped by the strategy itself.
         add_regularizers: ``(loss, batch, out) -> loss`` with the run's regularizers added, as in automatic mode.
     """
 
-    step_networks: Callable[[Tensor], None]
-    backward: Callable[[Tensor], None]
-    own_optimizers: Sequence[Optimizer]
-    add_regularizers: Callable[[Tensor, Batch, Forward], Tensor]
+    def __init__(
+        self,
+        nets: Networks,
+        optimizer: Any,
+        own_optimizers: Sequence[Optimizer],
+        *,
+        backward: Callable[[Tensor], None],
+        after_step: Callable[[Networks], None],
+        add_regularizers: Callable[[Tensor, Batch, Forward], Tensor],
+        clip_norm: float | None = None,
+    ) -> None:
+        self.nets, self.optimizer, self.own_optimizers = nets, optimizer, own_optimizers
+        self.backward, self.after_step, self.add_regularizers = backward, after_step, add_regularizers
+        self.clip_norm = clip_norm
+
+    def step_networks(self, loss: Tensor) -> None:
+        """Zero the networks' gradients, back-propagate ``loss``, clip per network, step their optimizer."""
+        self.optimizer.zero_grad()
+        self.backward(loss)
+        self.nets.clip_grad_norms_(self.clip_norm)
+        self.optimizer.step()
+        self.after_step(self.nets)
+
+    def adopt_networks(self, params: Mapping[str, Tensor]) -> None:
+        """Replace the networks' parameters by ``params`` (names as in ``nets.named_parameters()``). The
+        optimizer still takes its (gradient-free, so empty) step, which counts the update."""
+        self.optimizer.zero_grad()
+        with torch.no_grad():
+            for name, param in self.nets.named_parameters():
+                param.copy_(params[name])
+        self.optimizer.step()
+        self.after_step(self.nets)
 
 
 class Strategy(nn.Module, ABC):
