@@ -3,6 +3,11 @@
 Everything is read back from the cell folders (``metrics.json``, ``noise.json``, ``failed.json``), so the
 report can be rebuilt at any time (``--report-only``) and always matches what is on disk. Files are written
 atomically. Accuracies are fractions in ``results.csv`` and percentages in ``report.md``.
+
+Each dataset reports the number its suite entry declares (``metric`` and ``selection``, see
+:attr:`~robustlabels.experiments.suite.DatasetSpec.result_key`): the final test accuracy by default; e.g. the test
+F1 of class 1 at the best validation-F1 epoch for STORM's SMS task. A suite whose datasets all keep the default
+writes exactly the report it always did.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlabels.experiments.runner import failed_path, metrics_path, read_config
-from robustlabels.experiments.suite import Cell, Suite, repo_root
+from robustlabels.experiments.suite import Cell, DatasetSpec, Suite, repo_root
 from robustlabels.io import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ("dataset", "noise", "rate", "realized_rate", "strategy", "seed", "best_test_acc", "final_test_acc",
@@ -27,6 +32,10 @@ CELL_FILES = (
     "command) and `run/version_0/` with `metrics.json`, `noise.json` and the last checkpoint."
 )
 METRICS = {"final_test_acc": "Final test accuracy", "best_test_acc": "Best test accuracy (max over epochs)"}
+PROTOCOL_COLUMNS = ("metric", "selection", "value")  # results.csv, when a dataset declares metric or selection
+METRIC_NAMES = {"accuracy": "test accuracy", "f1": "test F1 of class 1"}
+VALIDATION_NAMES = {"accuracy": "validation-accuracy", "f1": "validation-F1"}
+CURVE_KEYS = {"accuracy": "test/acc", "f1": "test/f1"}
 
 
 @dataclass(frozen=True)
@@ -84,17 +93,27 @@ def _round(value: Any, digits: int) -> Any:
     return round(value, digits) if isinstance(value, (int, float)) else ""
 
 
+def _declares_protocols(suite: Suite) -> bool:
+    """Whether some dataset of the suite reports another number than the final test accuracy."""
+    return not all(spec.default_protocol for spec in suite.datasets.values())
+
+
 def results_csv(suite: Suite, results: Sequence[CellResult]) -> str:
-    """One row per finished cell, columns :data:`COLUMNS` (accuracies and rates as fractions)."""
+    """One row per finished cell, columns :data:`COLUMNS` (accuracies and rates as fractions), then
+    :data:`PROTOCOL_COLUMNS` (each dataset's metric, selection and reported value) when a dataset declares them."""
+    protocols = _declares_protocols(suite)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(COLUMNS + (PROTOCOL_COLUMNS if protocols else ()))
     for r in results:
-        setting = suite.datasets[r.cell.dataset].setting(r.cell.setting)
-        writer.writerow([r.cell.dataset, setting.noise, f"{setting.rate:g}", _round(r.realized_rate, 6),
-                         r.cell.strategy, r.cell.seed, _round(r.summary.get("best_test_acc"), 6),
-                         _round(r.summary.get("final_test_acc"), 6),
-                         _round(r.summary.get("train_seconds"), 3)])  # fmt: skip
+        spec = suite.datasets[r.cell.dataset]
+        setting = spec.setting(r.cell.setting)
+        row = [r.cell.dataset, setting.noise, f"{setting.rate:g}", _round(r.realized_rate, 6),
+               r.cell.strategy, r.cell.seed, _round(r.summary.get("best_test_acc"), 6),
+               _round(r.summary.get("final_test_acc"), 6), _round(r.summary.get("train_seconds"), 3)]  # fmt: skip
+        if protocols:
+            row += [spec.metric, spec.selection, _round(r.summary.get(spec.result_key), 6)]
+        writer.writerow(row)
     return buffer.getvalue()
 
 
@@ -139,21 +158,33 @@ def accuracy_table(suite: Suite, dataset: str, results: Sequence[CellResult], ke
         row = [f"{setting.noise} {setting.rate:g}", realized_text(results, dataset, setting.label)]
         for strategy in strategies:
             values = _values(results, {"dataset": dataset, "setting": setting.label, "strategy": strategy}, key)
-            paper = suite.paper_number(dataset, setting, strategy) if key == "final_test_acc" else None
-            row.append(format_accuracy(values, expected=len(suite.seeds),
-                                       paper=paper.final_test_acc if paper else None))  # fmt: skip
+            reported = key == suite.datasets[dataset].result_key  # the paper's number goes beside ours there
+            paper = suite.paper_number(dataset, setting, strategy) if reported else None
+            row.append(format_accuracy(values, expected=len(suite.seeds), paper=paper.value if paper else None))
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
+def table_captions(spec: DatasetSpec) -> dict[str, str]:
+    """Summary key -> markdown caption of a dataset's two tables: its reported number (beside the paper's), then
+    the test metric's maximum over epochs. Datasets on the defaults keep the captions of :data:`METRICS`."""
+    if spec.default_protocol:
+        return {key: f"**{title} (%)**" for key, title in METRICS.items()}
+    name = METRIC_NAMES[spec.metric]
+    reported = (f"Final {name}" if spec.selection == "final"
+                else f"{name[0].upper()}{name[1:]} at the best {VALIDATION_NAMES[spec.metric]} epoch")  # fmt: skip
+    protocol = f" (metric `{spec.metric}`, selection `{spec.selection}`)"
+    return {spec.result_key: f"**{reported} (%)**{protocol}", spec.best_key: f"**Best {name} (max over epochs) (%)**"}
+
+
 def dataset_section(suite: Suite, dataset: str, results: Sequence[CellResult]) -> list[str]:
-    """The report section of one dataset: its base config, epochs, and the two accuracy tables."""
+    """The report section of one dataset: its base config, epochs, and the two tables of :func:`table_captions`."""
     mine = [r for r in results if r.cell.dataset == dataset]
     epochs = sorted({int(r.summary["epochs"]) for r in mine if "epochs" in r.summary})
     lines = [f"## {dataset}", "", f"Base config `{suite.datasets[dataset].config}`; "
              f"{len(mine)} finished cell(s); epochs run: {', '.join(map(str, epochs)) or '—'}.", ""]  # fmt: skip
-    for key, title in METRICS.items():
-        lines += [f"**{title} (%)**", "", *accuracy_table(suite, dataset, results, key), ""]
+    for key, caption in table_captions(suite.datasets[dataset]).items():
+        lines += [caption, "", *accuracy_table(suite, dataset, results, key), ""]
     return lines
 
 
@@ -185,11 +216,23 @@ def notes_section(suite: Suite) -> list[str]:
         "of the clean test accuracy (an oracle choice, shown only to measure memorization).",
         "- Realized noise: the fraction of training labels that differ from the true ones, averaged over cells.",
     ]  # fmt: skip
+    for spec in suite.datasets.values() if _declares_protocols(suite) else ():
+        lines.append(f"- `{spec.name}` reports {_protocol_text(spec)}.")
     sources = sorted({n.source for n in suite.paper if n.source})
     if suite.paper:
-        lines.append("- `(paper X)`: the published final test accuracy for that setting"
-                     + (f" ({'; '.join(sources)})." if sources else "."))  # fmt: skip
+        what = ("the published final test accuracy" if not _declares_protocols(suite)
+                else "the published number, in the dataset's metric and selection,")  # fmt: skip
+        lines.append(f"- `(paper X)`: {what} for that setting" + (f" ({'; '.join(sources)})." if sources else "."))
     return [*lines, ""]
+
+
+def _protocol_text(spec: DatasetSpec) -> str:
+    """How a dataset's reported number is taken, in words, for the report's notes."""
+    name = METRIC_NAMES[spec.metric]
+    if spec.selection == "final":
+        return f"the {name} of the last epoch (metric `{spec.metric}`, selection `final`)"
+    return (f"the {name} at the epoch of the best validation score by the same metric, the first of equal ones "
+            f"(metric `{spec.metric}`, selection `best_val`)")
 
 
 def _shown(path: Path) -> str:
@@ -212,7 +255,8 @@ def render_report(suite: Suite, collected: Collected, *, command: str, curves: b
     for dataset in suite.datasets:
         lines += dataset_section(suite, dataset, collected.results)
     if curves:
-        lines += ["## Test accuracy per epoch", "", "![test accuracy per epoch, mean over seeds](curves.png)", ""]
+        what = "accuracy" if all(s.metric == "accuracy" for s in suite.datasets.values()) else "metric"
+        lines += [f"## Test {what} per epoch", "", f"![test {what} per epoch, mean over seeds](curves.png)", ""]
     lines += status_section(collected)
     lines += notes_section(suite)
     lines += ["## Command", "", "```bash", command, "```", "", CELL_FILES, ""]
@@ -251,7 +295,8 @@ def plot_curves(suite: Suite, results: Sequence[CellResult], path: Path) -> bool
         _draw_panel(ax, suite, results, dataset, label)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
-    figure.suptitle(f"suite {suite.name}: clean test accuracy per epoch, mean over seeds", fontsize=11)
+    what = "accuracy" if all(s.metric == "accuracy" for s in suite.datasets.values()) else "metric"
+    figure.suptitle(f"suite {suite.name}: clean test {what} per epoch, mean over seeds", fontsize=11)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     atomic_write_bytes(path, buffer.getvalue())
@@ -263,21 +308,22 @@ def _draw_panel(ax: Any, suite: Suite, results: Sequence[CellResult], dataset: s
     from matplotlib.ticker import MaxNLocator
 
     colors = colormaps["tab10"]
-    setting = suite.datasets[dataset].setting(label)
+    spec = suite.datasets[dataset]
+    setting = spec.setting(label)
     for index, strategy in enumerate(suite.strategies):
         mine = [r for r in results if (r.cell.dataset, r.cell.setting, r.cell.strategy) == (dataset, label, strategy)]
-        epochs, accuracy = mean_curve([r.history for r in mine])
+        epochs, accuracy = mean_curve([r.history for r in mine], CURVE_KEYS[spec.metric])
         if epochs:
             ax.plot(epochs, [100.0 * a for a in accuracy], color=colors(index % 10), marker="." if len(epochs) < 20
                     else None, label=f"{strategy} (n={len(mine)})")  # fmt: skip
         paper = suite.paper_number(dataset, setting, strategy)
         if paper is not None:
-            ax.axhline(paper.final_test_acc, color=colors(index % 10), linestyle=":", label=f"{strategy} (paper)")
+            ax.axhline(paper.value, color=colors(index % 10), linestyle=":", label=f"{strategy} (paper)")
     realized = realized_text(results, dataset, label)
     ax.set_title(f"{dataset}: {setting.noise} {setting.rate:g} (realized {realized}%)", fontsize=10)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"{METRIC_NAMES[spec.metric]} (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
 

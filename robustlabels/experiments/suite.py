@@ -7,6 +7,8 @@ A **suite** (a YAML file; the shipped ones are ``robustlabels/experiments/suites
     datasets:
       digits:
         config: configs/quickstart.yaml       # base fit config (see configs.base_config_path)
+        metric: accuracy                      # optional: accuracy (default) or f1 (of class 1, binary tasks)
+        selection: final                      # optional: final (default, the last epoch) or best_val
         overrides: {...}                      # optional, nested, deep-merged into the base config
         strategy_overrides: {elr: {...}}      # optional, per strategy, for this dataset
         settings:
@@ -15,7 +17,7 @@ A **suite** (a YAML file; the shipped ones are ``robustlabels/experiments/suites
     strategies:
       cross_entropy: {overrides: {model: {strategy: {class_path: CrossEntropy}}}}
     paper:                                    # optional reference numbers, in %
-      - {dataset: digits, noise: symmetric, rate: 0.4, strategy: cross_entropy, final_test_acc: 60.0, source: "..."}
+      - {dataset: digits, noise: symmetric, rate: 0.4, strategy: cross_entropy, value: 60.0, source: "..."}
 
 Top-level keys starting with ``x-`` are ignored: they hold YAML anchors that settings reuse (``<<: *name``).
 **Strategy keys are registry names**: a registered strategy (``cross_entropy``, ``trimmed_loss``, ...) or
@@ -24,6 +26,11 @@ regularizer (``elr``, ``neighbor_consistency``) for the method as its defaults r
 :class:`~robustlabels.module.RobustModule` option (``model.nested_dropout``) rather than a registered class,
 counts as a registry name too (:data:`MODULE_OPTIONS`). A key whose part before ``-`` is none of these is an
 error, so a report's columns always name what ran.
+A dataset's **reported number** is its ``metric`` (accuracy, or the F1 of class 1 for binary tasks such as SMS spam)
+on the test split, taken at the last epoch (``selection: final``) or at the epoch whose validation split scored best
+by the same metric (``selection: best_val``, the STORM protocol); :attr:`DatasetSpec.result_key` names it in a run's
+``metrics.json`` summary. A ``paper`` entry gives the published number as ``value``, in that metric and selection;
+``final_test_acc`` (the older key) is the same for a dataset that keeps the defaults, and is refused otherwise.
 ``noise`` and ``rate`` name a setting (its folder ``<noise>-<rate>`` and its row in the report); the noise
 itself comes from the setting's ``overrides``. A **cell** is dataset × setting × strategy × seed; how its
 config is merged from these layers is in :mod:`robustlabels.experiments.configs`, and how it runs in
@@ -47,9 +54,20 @@ from robustlabels.errors import InputError
 
 NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer"}
-DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides"}
+DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides", "metric", "selection"}
 SETTING_KEYS = {"noise", "rate", "overrides", "strategy_overrides", "strategies"}
-PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "final_test_acc", "source"}
+PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "value", "final_test_acc", "source"}
+PAPER_VALUE_KEYS = ("value", "final_test_acc")  # exactly one; final_test_acc: the older name, default datasets only
+METRICS = ("accuracy", "f1")  # f1: of class 1, binary tasks
+SELECTIONS = ("final", "best_val")
+# (metric, selection) -> the summary key of the reported number (robustlabels.metrics.summarize_history)
+RESULT_KEYS = {
+    ("accuracy", "final"): "final_test_acc",
+    ("accuracy", "best_val"): "test_acc_at_best_val",
+    ("f1", "final"): "final_test_f1",
+    ("f1", "best_val"): "test_f1_at_best_val_f1",
+}
+BEST_KEYS = {"accuracy": "best_test_acc", "f1": "best_test_f1"}  # the oracle maximum over epochs
 MODULE_OPTIONS = ("nested_dropout",)  # RobustModule options that are methods of their own, usable as suite keys
 
 
@@ -98,29 +116,52 @@ class Setting:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset of a suite: its base fit config, overrides and noise settings."""
+    """A dataset of a suite: its base fit config, overrides, noise settings, and the number it reports."""
 
     name: str
     config: str
     settings: tuple[Setting, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
     strategy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric: str = "accuracy"  # one of METRICS
+    selection: str = "final"  # one of SELECTIONS
 
     def setting(self, label: str) -> Setting:
         """The setting whose :attr:`Setting.label` is ``label``."""
         return next(s for s in self.settings if s.label == label)
 
+    @property
+    def result_key(self) -> str:
+        """The summary key of the reported number, e.g. ``final_test_acc`` or ``test_f1_at_best_val_f1``."""
+        return RESULT_KEYS[self.metric, self.selection]
+
+    @property
+    def best_key(self) -> str:
+        """The summary key of the test metric's maximum over epochs (an oracle, shown to measure memorization)."""
+        return BEST_KEYS[self.metric]
+
+    @property
+    def default_protocol(self) -> bool:
+        """Whether the dataset reports the final test accuracy (neither ``metric`` nor ``selection`` changed)."""
+        return (self.metric, self.selection) == ("accuracy", "final")
+
 
 @dataclass(frozen=True)
 class PaperNumber:
-    """A published final test accuracy (in %) to print beside ours."""
+    """A published number (in %) to print beside ours, in its dataset's metric and selection."""
 
     dataset: str
     noise: str
     rate: float
     strategy: str
-    final_test_acc: float
+    value: float
     source: str = ""
+    given_as: str = "value"  # the suite file's key: value, or the older final_test_acc
+
+    @property
+    def final_test_acc(self) -> float:
+        """The older name of :attr:`value` (the published final test accuracy, for datasets on the defaults)."""
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -299,7 +340,20 @@ def _parse_dataset(name: str, entry: Any, strategies: dict[str, Any]) -> Dataset
     labels = [s.label for s in settings]
     if len(set(labels)) != len(labels):
         raise InputError(f"`{where}.settings` repeats a noise/rate pair: {labels}")
-    return DatasetSpec(name=name, config=entry["config"], settings=settings, **_layers(entry, where, strategies))
+    return DatasetSpec(
+        name=name,
+        config=entry["config"],
+        settings=settings,
+        metric=_choice(entry.get("metric", "accuracy"), METRICS, f"{where}.metric"),
+        selection=_choice(entry.get("selection", "final"), SELECTIONS, f"{where}.selection"),
+        **_layers(entry, where, strategies),
+    )
+
+
+def _choice(value: Any, choices: Sequence[str], where: str) -> str:
+    if value not in choices:
+        raise InputError(f"`{where}` must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
 
 
 def _parse_setting(where: str, entry: Any, strategies: dict[str, Any]) -> Setting:
@@ -324,17 +378,22 @@ def _parse_setting(where: str, entry: Any, strategies: dict[str, Any]) -> Settin
 def _parse_paper(index: int, entry: Any) -> PaperNumber:
     where = f"paper[{index}]"
     entry = _mapping(entry, where)
-    _check_keys(entry, PAPER_KEYS, PAPER_KEYS - {"source"}, where)
-    accuracy = _number(entry["final_test_acc"], f"{where}.final_test_acc")
-    if not 0.0 < accuracy <= 100.0:
-        raise InputError(f"`{where}.final_test_acc` is a percentage in (0, 100]; got {accuracy!r}")
+    _check_keys(entry, PAPER_KEYS, PAPER_KEYS - {"source", *PAPER_VALUE_KEYS}, where)
+    given = [key for key in PAPER_VALUE_KEYS if key in entry]
+    if len(given) != 1:
+        raise InputError(f"`{where}` needs exactly one of {' or '.join(PAPER_VALUE_KEYS)}; got "
+                         f"{' and '.join(given) or 'neither'}")  # fmt: skip
+    value = _number(entry[given[0]], f"{where}.{given[0]}")
+    if not 0.0 < value <= 100.0:
+        raise InputError(f"`{where}.{given[0]}` is a percentage in (0, 100]; got {value!r}")
     return PaperNumber(
         dataset=str(entry["dataset"]),
         noise=str(entry["noise"]),
         rate=_number(entry["rate"], f"{where}.rate"),
         strategy=str(entry["strategy"]),
-        final_test_acc=accuracy,
+        value=value,
         source=str(entry.get("source", "")),
+        given_as=given[0],
     )
 
 
@@ -350,6 +409,10 @@ def _check_paper(suite: Suite) -> None:
                 f"`paper` entry {number.dataset}/{number.noise}-{number.rate:g}/{number.strategy} "
                 "names no dataset, setting and strategy of the suite"
             )
+        if dataset is not None and number.given_as == "final_test_acc" and not dataset.default_protocol:
+            raise InputError(f"`paper` entry {number.dataset}/{number.noise}-{number.rate:g}/{number.strategy} gives "
+                             f"final_test_acc, but {number.dataset} reports {dataset.metric} at selection "
+                             f"{dataset.selection}: give it as value")  # fmt: skip
 
 
 # ---- the grid -------------------------------------------------------------------------------------------
