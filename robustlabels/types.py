@@ -88,12 +88,15 @@ class MetaStream:
     resumed run draws the same meta batches.
 
     Attributes:
-        batch_size: samples per meta batch.
+        batch_size: samples per meta batch (the whole pool when it holds fewer).
         positions: ``(M,)`` positions of the training split to draw from (``None``: the whole split, uniformly).
         trusted: serve the true labels of ``positions`` as ``targets`` (a designated clean subset, as
             Meta-Weight-Net's); the data must know them.
+        per_class: instead of ``positions``, let the data module pick this many samples of every true class
+            (seeded; a benchmark's stand-in for a verified subset).
     """
 
     batch_size: int
     positions: Tensor | None = None
     trusted: bool = False
+    per_class: int | None = None

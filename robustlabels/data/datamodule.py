@@ -114,6 +114,23 @@ class MetaBatchSampler(Sampler[list[int]]):
         return self.num_batches
 
 
+def per_class_positions(clean_targets: Tensor, per_class: int, num_classes: int, *, seed: int) -> Tensor:
+    """``(per_class · C,)`` sorted positions: ``per_class`` random samples of every true class (seeded).
+
+    Raises:
+        InputError: a class with fewer samples of known true label than ``per_class``.
+    """
+    gen = torch.Generator().manual_seed(seed * 100_003 + 7)
+    chosen = []
+    for c in range(num_classes):
+        members = torch.nonzero(clean_targets == c).flatten()
+        if len(members) < per_class:
+            raise InputError(f"the clean meta set needs {per_class} samples of class {c} with a known true label; "
+                             f"the training split has {len(members)}")  # fmt: skip
+        chosen.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
 def stratified_split(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split positions so each class keeps ``round(fraction · n_k)`` in the second part.
 
@@ -299,9 +316,11 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         """Serve ``{"train": Batch, "meta": Batch}`` from now on, the meta batches drawn as ``stream`` says."""
         train = self.datasets["train"]
         pool = torch.arange(len(train)) if stream.positions is None else stream.positions.cpu().long()
-        if not 1 <= stream.batch_size <= len(pool) or int(pool.min()) < 0 or int(pool.max()) >= len(train):
-            raise InputError(f"a meta stream needs 1 <= batch_size <= its number of positions, each in [0, "
-                             f"{len(train)}); got batch_size {stream.batch_size}, {len(pool)} positions")  # fmt: skip
+        if stream.per_class is not None:
+            pool = per_class_positions(train.clean_targets, stream.per_class, self.num_classes, seed=self.split_seed)
+        if stream.batch_size < 1 or len(pool) == 0 or int(pool.min()) < 0 or int(pool.max()) >= len(train):
+            raise InputError(f"a meta stream needs batch_size >= 1 and positions in [0, {len(train)}); got "
+                             f"batch_size {stream.batch_size}, {len(pool)} positions")  # fmt: skip
         if stream.trusted and bool((train.clean_targets[pool] < 0).any()):
             raise InputError("a trusted meta stream needs the true labels of its positions, which this data lacks")
         self.meta_stream, self.meta_pool = stream, pool
@@ -334,7 +353,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         source = self.datasets["train"]
         if self.meta_stream.trusted:  # the true labels of the designated clean subset are its targets
             source = ArrayDataset(source.inputs, source.clean_targets, source.clean_targets)
-        sampler = MetaBatchSampler(self.meta_pool, self.meta_stream.batch_size, num_batches=len(train),
+        size = min(self.meta_stream.batch_size, len(self.meta_pool))  # a small pool is served whole each step
+        sampler = MetaBatchSampler(self.meta_pool, size, num_batches=len(train),
                                    seed=self.split_seed)  # fmt: skip
         return {"train": train, "meta": self._wrap(source, sampler)}
 

@@ -4,6 +4,7 @@ from robustlabels.strategies.adaptive_k import MKLSGD, AdaptiveK, TrimmedLoss
 from robustlabels.strategies.base import STRATEGIES, Strategy
 from robustlabels.strategies.co_teaching import CoTeaching
 from robustlabels.strategies.elr_plus import ELRPlus
+from robustlabels.strategies.meta_weight_net import L2RW, MetaWeightNet
 from robustlabels.strategies.nested_co_teaching import NestedCoTeaching
 from robustlabels.strategies.robust_losses import GCE, SCE
 from robustlabels.strategies.standard import CrossEntropy, Oracle
@@ -11,6 +12,7 @@ from robustlabels.strategies.storm import MetaLossRescaling
 
 __all__ = [
     "GCE",
+    "L2RW",
     "MKLSGD",
     "SCE",
     "STRATEGIES",
@@ -19,6 +21,7 @@ __all__ = [
     "CrossEntropy",
     "ELRPlus",
     "MetaLossRescaling",
+    "MetaWeightNet",
     "NestedCoTeaching",
     "Oracle",
     "Strategy",

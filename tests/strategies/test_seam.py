@@ -201,7 +201,7 @@ def test_sample_order_and_meta_stream_are_checked() -> None:
     with pytest.raises(InputError, match="positions"):
         dm.serve_meta_stream(MetaStream(batch_size=2, positions=torch.tensor([0, n])))
     with pytest.raises(InputError, match="batch_size"):
-        dm.serve_meta_stream(MetaStream(batch_size=3, positions=torch.tensor([0, 1])))
+        dm.serve_meta_stream(MetaStream(batch_size=0, positions=torch.tensor([0, 1])))
     with pytest.raises(InputError, match="true labels"):
         dm.datasets["train"].clean_targets[0] = -1
         dm.serve_meta_stream(MetaStream(batch_size=2, positions=torch.tensor([0, 1]), trusted=True))
