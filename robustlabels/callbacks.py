@@ -60,6 +60,10 @@ class RunSummary(pl.Callback):
         run_dir = self.run_dir(trainer)
         if run_dir is not None:
             write_metrics_json(run_dir / "metrics.json", self.summary, history)
+            strategy = getattr(pl_module, "strategy", None)
+            diagnostics = strategy.diagnostics() if strategy is not None else {}
+            if diagnostics:  # e.g. the histograms of a weighting strategy's weights, clean vs flipped
+                atomic_write_text(run_dir / "diagnostics.json", json.dumps(diagnostics, indent=1) + "\n")
 
     def report(self, trainer: pl.Trainer) -> str:
         """The summary table (and where the run's files are), for printing after fit."""

@@ -162,6 +162,7 @@ class RobustModule(pl.LightningModule):
         sums = self.trainer.strategy.reduce(self.train_sums.clone(), reduce_op="sum")  # over DDP ranks
         self.train_sums.zero_()
         row = training_row(sums.tolist(), self.current_epoch)
+        row.update({f"train/{key}": value for key, value in self.strategy.on_train_epoch_end().items()})
         noise_rate = getattr(getattr(self.trainer, "datamodule", None), "realized_noise_rate", None)
         if noise_rate is not None:
             row["train/noise_rate"] = noise_rate

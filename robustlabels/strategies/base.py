@@ -8,7 +8,9 @@
 4. each step either :meth:`Strategy.step` (automatic optimisation: the module adds the regularizers,
    back-propagates and steps the networks' optimizer) or, with ``manual_optimization``,
    :meth:`Strategy.manual_step` (the strategy updates through a :class:`ManualStep`);
-5. :meth:`Strategy.after_optimizer_step` after every update of the networks, in both modes.
+5. :meth:`Strategy.after_optimizer_step` after every update of the networks, in both modes;
+6. :meth:`Strategy.on_train_epoch_end` each epoch and :meth:`Strategy.diagnostics` at the end of fit (both for
+   evaluation: what they return is logged and saved, never trained on).
 
 A strategy never holds the module: what it may touch arrives as arguments.
 """
@@ -152,6 +154,14 @@ class Strategy(nn.Module, ABC):
 
     def after_optimizer_step(self, nets: Networks) -> None:
         """Update state that follows the weights (e.g. weight averages) after each update of the networks."""
+
+    def on_train_epoch_end(self) -> Mapping[str, float]:
+        """Scalars about the epoch to log under ``train/`` and keep in the history (evaluation only)."""
+        return {}
+
+    def diagnostics(self) -> dict[str, Any]:
+        """JSON-able detail written to the run folder as ``diagnostics.json`` at the end of fit."""
+        return {}
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")

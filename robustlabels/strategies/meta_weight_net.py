@@ -16,9 +16,9 @@ from torch import Tensor
 from robustlabels.errors import InputError
 from robustlabels.networks import Networks
 from robustlabels.nn.rescaler import LossWeightNet
-from robustlabels.strategies.base import STRATEGIES, ManualStep, Strategy
+from robustlabels.strategies.base import STRATEGIES, ManualStep
+from robustlabels.strategies.diagnostics import WeightingStrategy
 from robustlabels.strategies.meta_step import inner_update, learning_rate
-from robustlabels.strategies.storm import weight_logs
 from robustlabels.types import Batch, Forward, MetaStream, StepResult
 
 DEFAULT_PER_CLASS = 10
@@ -40,7 +40,7 @@ def clean_meta_stream(meta_indices: Sequence[int] | None, clean_meta_per_class: 
     return MetaStream(batch_size=batch_size, positions=positions, trusted=True, per_class=clean_meta_per_class)
 
 
-class _CleanMetaStrategy(Strategy):
+class _CleanMetaStrategy(WeightingStrategy):
     """Shared by the two: manual optimisation, a trusted meta stream, cross-entropy as the unweighted loss."""
 
     manual_optimization = True
@@ -112,7 +112,7 @@ class MetaWeightNet(_CleanMetaStrategy):
             weights = self.weight_net(losses)
         loss = (losses * weights).mean()
         ctx.step_networks(ctx.add_regularizers(loss, batch, out))
-        return StepResult(loss.detach(), weight_logs(weights, batch), out)
+        return StepResult(loss.detach(), self.record(weights, batch), out)
 
 
 @STRATEGIES.register("l2rw")
@@ -144,4 +144,4 @@ class L2RW(_CleanMetaStrategy):
         out = nets(batch.inputs)
         loss = (F.cross_entropy(out.logits[0].float(), batch.targets, reduction="none") * weights).sum()
         ctx.step_networks(ctx.add_regularizers(loss, batch, out))
-        return StepResult(loss.detach(), weight_logs(weights * len(weights), batch), out)
+        return StepResult(loss.detach(), self.record(weights * len(weights), batch), out)  # mean 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -13,14 +14,15 @@ from torch import Tensor
 from robustlabels.errors import InputError, check_choice
 from robustlabels.networks import Networks
 from robustlabels.nn.rescaler import ClassRescaler
-from robustlabels.strategies.base import STRATEGIES, ManualStep, Strategy
+from robustlabels.strategies.base import STRATEGIES, ManualStep
+from robustlabels.strategies.diagnostics import WeightingStrategy
 from robustlabels.strategies.meta_step import INNER_UPDATES, InnerUpdate, inner_update, learning_rate
 from robustlabels.strategies.storm_features import NUM_FEATURES, FeatureMemory, pass_statistics, rescaler_features
 from robustlabels.types import Batch, Forward, MetaStream, StepResult
 
 
 @STRATEGIES.register("meta_loss_rescaling")
-class MetaLossRescaling(Strategy):
+class MetaLossRescaling(WeightingStrategy):
     """STORM-style meta loss rescaling: a per-class network Ω weighs each sample's loss; Ω learns on the fly
     from a meta batch drawn uniformly from the noisy training set, whose losses Ω rescales too.
 
@@ -65,8 +67,9 @@ class MetaLossRescaling(Strategy):
         meta_batch_size: ``|V|`` (the authors use the training batch size, 32).
         window: batches of rows the memory keeps per group (1).
 
-    Logs ``weight_mean`` and, where the true labels are known (evaluation only), ``weight_clean`` and
-    ``weight_flipped``, the mean weight of samples whose given label is right and wrong.
+    Logs ``weight_mean`` every step and, where the true labels are known (evaluation only), every epoch
+    ``weight_auc`` (how well the weights separate clean from flipped samples) and the mean weight of each;
+    the epochs' weight histograms go to the run folder's ``diagnostics.json``.
 
     Reference: Heck, Lubis, Geishauser, Lin, van Niekerk, Gašić et al., "STORM: Self-Taught On-the-fly Meta
     Loss Rescaling", AAAI 2025; code ``storm-public`` (HHU), mirrored at ``jdu8/storm_expt_1``.
@@ -109,6 +112,7 @@ class MetaLossRescaling(Strategy):
         self.rescaler = ClassRescaler(1, 1)  # replaced in setup_networks, once C is known
         self.memories = torch.nn.ModuleDict()  # "train_batch" and "meta_batch"
         self.seed, self.steps = torch.initial_seed(), 0  # the dropout draws are a function of (seed, step)
+        self.path_norms: dict[str, float] = {}
 
     # ---- set-up ---------------------------------------------------------------------------------------
     def setup_networks(self, nets: Networks) -> None:
@@ -133,7 +137,13 @@ class MetaLossRescaling(Strategy):
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam(self.rescaler.parameters(), lr=self.rescaler_lr)]
 
+    def on_train_epoch_end(self) -> dict[str, float]:
+        """The weight diagnostics, and the norms of ω's two gradient paths on the epoch's first step."""
+        scalars, self.path_norms = {**super().on_train_epoch_end(), **self.path_norms}, {}
+        return scalars
+
     def on_train_epoch_start(self, epoch: int) -> None:
+        super().on_train_epoch_start(epoch)
         for memory in self.memories.values():
             memory.reset()  # type: ignore[operator]  # the memory is reset every epoch, as in the authors' code
 
@@ -160,7 +170,7 @@ class MetaLossRescaling(Strategy):
                                      out)  # fmt: skip
         fast = self.virtual_step(params, inner, ctx, create_graph=not self.first_order)
         self.meta_update(nets, fast, meta, ctx)
-        logs = weight_logs(weights.detach(), batch)
+        logs = self.record(weights, batch)
         if self.mode == "storm":
             ctx.adopt_networks(detached(fast))
             return StepResult(inner.detach() / len(losses), logs, out)
@@ -187,9 +197,12 @@ class MetaLossRescaling(Strategy):
         assert meta is not None, "MetaLossRescaling asks for a meta stream"
         meta_logits = nets.functional(fast, meta.inputs).logits[0]
         meta_losses = F.cross_entropy(meta_logits.float(), meta.targets, reduction="none")
+        weights = torch.ones_like(meta_losses)
         if self.meta_loss_rescaling:
-            features, groups = self.features_of(nets, fast, meta, meta_losses, meta_logits, "meta_batch")
-            meta_losses = meta_losses * self.omega(features, groups)
+            weights = self.omega(*self.features_of(nets, fast, meta, meta_losses, meta_logits, "meta_batch"))
+        if not self.path_norms and not self.first_order and self.meta_loss_rescaling:  # once an epoch
+            self.path_norms = gradient_paths(meta_losses, weights, list(self.rescaler.parameters()))
+        meta_losses = meta_losses * weights
         (optimizer,) = ctx.own_optimizers
         optimizer.zero_grad()
         ctx.backward(meta_losses.sum())
@@ -222,12 +235,13 @@ def detached(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {name: value.detach() for name, value in params.items()}
 
 
-def weight_logs(weights: Tensor, batch: Batch) -> dict[str, Tensor | float]:
-    """The mean weight, and (evaluation only) the mean weight of clean and of flipped samples."""
-    logs: dict[str, Tensor | float] = {"weight_mean": weights.mean()}
-    known = batch.clean_targets >= 0
-    clean, flipped = known & (batch.targets == batch.clean_targets), known & (batch.targets != batch.clean_targets)
-    for name, mask in (("weight_clean", clean), ("weight_flipped", flipped)):
-        if bool(mask.any()):
-            logs[name] = weights[mask].mean()
-    return logs
+def gradient_paths(meta_losses: Tensor, weights: Tensor, omega: list[Tensor]) -> dict[str, float]:
+    """Norms of the meta-gradient into ω along its two paths: through the virtual step ``θ′`` (the weights of
+    the meta losses held fixed) and directly through the meta weights (``θ′`` held fixed).
+
+    ``meta_losses (V,)`` must still depend on ω through ``θ′``, and ``weights (V,)`` through Ω.
+    """
+    through = torch.autograd.grad((meta_losses * weights.detach()).sum(), omega, retain_graph=True, allow_unused=True)
+    direct = torch.autograd.grad((meta_losses.detach() * weights).sum(), omega, retain_graph=True, allow_unused=True)
+    norm = lambda grads: math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads if g is not None))  # noqa: E731
+    return {"grad_path_theta": norm(through), "grad_path_direct": norm(direct)}

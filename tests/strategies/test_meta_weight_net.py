@@ -47,17 +47,17 @@ def test_l2rw_weights_are_the_positive_gradient_alignments_normalised() -> None:
     torch.testing.assert_close(seen["loss"], (losses * expected).sum(), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("cls", [MetaWeightNet, L2RW])
-def test_flipped_samples_get_less_weight_in_a_fit(cls: Any, quiet_trainer: dict[str, object]) -> None:
+@pytest.mark.parametrize(("cls", "epochs"), [(MetaWeightNet, 8), (L2RW, 4)])
+def test_flipped_samples_get_less_weight_in_a_fit(cls: Any, epochs: int, quiet_trainer: dict[str, object]) -> None:
     dm = BlobsDataModule(num_samples=600, test_samples=200, noise=SymmetricNoise(rate=0.4), batch_size=50)
     torch.manual_seed(0)
     model = RobustModule(cls(clean_meta_per_class=10, meta_batch_size=20), backbone="mlp",
                          backbone_kwargs={"hidden": 32}, num_classes=dm.num_classes, input_shape=dm.input_shape,
                          optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))  # fmt: skip
-    trainer = pl.Trainer(max_epochs=4, **quiet_trainer)
+    trainer = pl.Trainer(max_epochs=epochs, **quiet_trainer)  # MW-Net first raises every weight, then shapes V(ℓ)
     trainer.fit(model, datamodule=dm)
-    metrics = trainer.callback_metrics
-    assert float(metrics["train/weight_clean"]) > float(metrics["train/weight_flipped"])
+    last = model.history[-1]
+    assert last["train/weight_mean_clean"] > last["train/weight_mean_flipped"] and last["train/weight_auc"] > 0.6
     assert model.history[-1]["test/acc"] > 0.8
 
 
