@@ -219,8 +219,7 @@ class MetaLossRescaling(WeightingStrategy):
         stream = ("train_batch", "meta_batch").index(memory)
         gen = torch.Generator(batch.inputs.device).manual_seed((self.seed * 1_000_003 + self.steps) * 2 + stream)
         for _ in range(self.passes - 1):  # at params, on copies of the BatchNorm buffers
-            keep = torch.rand(batch.inputs.shape, generator=gen, device=batch.inputs.device) >= self.pass_dropout
-            z = nets.functional(params, batch.inputs * keep / (1.0 - self.pass_dropout)).logits[0]
+            z = nets.functional(params, input_dropout(batch.inputs, self.pass_dropout, gen)).logits[0]
             all_logits.append(z)
             all_losses.append(F.cross_entropy(z.float(), batch.targets, reduction="none"))
         stats = pass_statistics(torch.stack(all_losses), torch.stack(all_logits), batch.targets)
@@ -233,6 +232,17 @@ class MetaLossRescaling(WeightingStrategy):
 
 def detached(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {name: value.detach() for name, value in params.items()}
+
+
+def input_dropout(inputs: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Dropout with rate ``p`` on ``inputs (B, ...)``, drawn from ``generator``. Only non-zero entries draw a
+    random number (dropping a zero changes nothing), which makes sparse TF-IDF rows cheap: 32 SMS rows hold
+    about 500 non-zeros among 246,000 entries, and this CPU draws ~10 ns per number."""
+    flat = inputs.reshape(-1)
+    (nonzero,) = torch.nonzero(flat, as_tuple=True)
+    dropped = flat / (1.0 - p)
+    dropped[nonzero[torch.rand(len(nonzero), generator=generator, device=inputs.device) < p]] = 0.0
+    return dropped.view_as(inputs)
 
 
 def gradient_paths(meta_losses: Tensor, weights: Tensor, omega: list[Tensor]) -> dict[str, float]:
