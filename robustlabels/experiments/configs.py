@@ -40,9 +40,10 @@ def _changes_class(base: dict[str, Any], override: dict[str, Any]) -> bool:
     return "class_path" in override and short(base.get("class_path")) != short(override["class_path"])
 
 
-def seed_overrides(seed: int) -> dict[str, Any]:
-    """A seed sets both the training seed and the noise draw, so seeds are independent replicates."""
-    return {"seed_everything": seed, "data": {"init_args": {"noise_seed": seed}}}
+def seed_overrides(seed: int, noise_seed: int | None = None) -> dict[str, Any]:
+    """A seed sets the training seed and the noise draw, so seeds are independent replicates; with the suite's
+    ``noise_seed`` every seed trains on the same noisy labels (a paper's one noise file)."""
+    return {"seed_everything": seed, "data": {"init_args": {"noise_seed": seed if noise_seed is None else noise_seed}}}
 
 
 def run_overrides(*, limit_epochs: int | None = None, data_fake: bool = False) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def build_config(suite: Suite, cell: Cell, extra: dict[str, Any] | None = None) 
         suite.strategies[cell.strategy],
         dataset.strategy_overrides.get(cell.strategy, {}),
         setting.strategy_overrides.get(cell.strategy, {}),
-        seed_overrides(cell.seed),
+        seed_overrides(cell.seed, suite.noise_seed),
         extra or {},
     )
     for layer in layers:

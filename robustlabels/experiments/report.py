@@ -205,11 +205,13 @@ def status_section(collected: Collected) -> list[str]:
 def notes_section(suite: Suite) -> list[str]:
     """How the numbers were made: seeds, statistics, paper numbers."""
     seeds = ", ".join(map(str, suite.seeds))
+    noise = ("`data.init_args.noise_seed: k` (which labels are flipped), so seeds are independent replicates of noise "
+             "and training" if suite.noise_seed is None else f"every seed trains on the same noisy labels (noise seed "
+             f"{suite.noise_seed}, as the paper's one noise file), so seeds replicate training only")  # fmt: skip
     lines = [
         "## Notes", "",
         f"- Seeds {seeds}. Seed k sets `seed_everything: k` (initialisation, augmentation) and "
-        "`data.init_args.noise_seed: k` (which labels are flipped), so seeds are independent replicates of noise "
-        "and training. The validation split, the training subset and the batch order follow `split_seed`, "
+        f"{noise}. The validation split, the training subset and the batch order follow `split_seed`, "
         "which the suite does not vary.",
         "- Cells show mean ± sample standard deviation (n − 1) over the finished seeds, in %; `(n=k)` marks a "
         "setting with fewer finished seeds than the suite lists. Final = last epoch; best = maximum over epochs "

@@ -53,7 +53,7 @@ from robustlabels.cli import package_path
 from robustlabels.errors import InputError
 
 NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
-SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer"}
+SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer", "noise_seed"}
 DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides", "metric", "selection"}
 SETTING_KEYS = {"noise", "rate", "overrides", "strategy_overrides", "strategies"}
 PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "value", "final_test_acc", "source"}
@@ -175,6 +175,7 @@ class Suite:
     strategies: dict[str, dict[str, Any]]  # name -> overrides
     paper: tuple[PaperNumber, ...] = ()
     trainer: dict[str, Any] = field(default_factory=dict)
+    noise_seed: int | None = None  # one noise draw for every seed (a paper's fixed noise file); None: the seed
 
     def paper_number(self, dataset: str, setting: Setting, strategy: str) -> PaperNumber | None:
         """The reference number for one (dataset, setting, strategy), if the suite lists one."""
@@ -238,9 +239,16 @@ def load_suite(name_or_path: str | Path) -> Suite:
         strategies=strategies,
         paper=tuple(_parse_paper(i, entry) for i, entry in enumerate(raw.get("paper") or [])),
         trainer=_mapping(raw.get("trainer"), "trainer"),
+        noise_seed=_noise_seed(raw.get("noise_seed")),
     )
     _check_paper(suite)
     return suite
+
+
+def _noise_seed(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise InputError(f"`noise_seed` must be a non-negative integer; got {value!r}")
+    return value
 
 
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
