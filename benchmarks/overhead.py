@@ -33,9 +33,11 @@ from robustlabels.regularizers import ELR, NeighborConsistency
 from robustlabels.regularizers.base import combine_losses
 from robustlabels.regularizers.neighbor_consistency import bank_index
 from robustlabels.strategies import GCE, MKLSGD, SCE, AdaptiveK, CrossEntropy, Oracle, TrimmedLoss
-from robustlabels.strategies.base import Strategy
+from robustlabels.strategies.base import ManualStep, Strategy
 from robustlabels.strategies.co_teaching import CoTeaching
 from robustlabels.strategies.elr_plus import ELRPlus
+from robustlabels.strategies.meta_weight_net import L2RW, MetaWeightNet
+from robustlabels.strategies.storm import MetaLossRescaling
 from robustlabels.types import Batch, Forward, StepResult, TrainData
 
 
@@ -67,9 +69,15 @@ VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
     "NestedDropout": lambda: {"strategy": CrossEntropy(), "nested_dropout": NestedDropout(sigma=10.0)},
     # two networks trained on mixup batches, plus a no-grad forward of each weight average and its update
     "ELRPlus": lambda: {"strategy": ELRPlus()},
+    # issue 13: look-ahead steps on a meta batch (manual optimisation)
+    "MetaWeightNet": lambda: {"strategy": MetaWeightNet()},
+    "L2RW": lambda: {"strategy": L2RW()},
+    "STORM": lambda: {"strategy": MetaLossRescaling()},
+    "STORM first-order": lambda: {"strategy": MetaLossRescaling(first_order=True)},
 }
 TARGETS = {"ELR": 1.05, "AdaptiveK": 1.10, "GCE": 1.05, "SCE": 1.05, "NCR (batch)": 1.15, "NCR (dataset)": 1.35}
 TARGETS |= {"CoTeaching": 2.10, "NestedDropout": 1.05}  # issue 6
+TARGETS |= {"MetaWeightNet": 3.6, "STORM": 4.0, "STORM first-order": 2.5}  # issue 13
 
 
 def make_batches(n: int, batch_size: int, shape: tuple[int, ...], num_samples: int, device: str) -> list[Batch]:
@@ -86,6 +94,8 @@ def make_batches(n: int, batch_size: int, shape: tuple[int, ...], num_samples: i
 
 
 def build(name: str, backbone: str, shape: tuple[int, ...], num_samples: int, device: str) -> tuple[Any, Any]:
+    """The module of a variant, set up as ``fit`` would, and its optimizer: the networks' SGD, and for a strategy
+    that optimises by hand the :class:`ManualStep` controls around it (with the strategy's own optimizers)."""
     torch.manual_seed(0)
     module = RobustModule(**VARIANTS[name](), backbone=backbone, num_classes=10, input_shape=shape).to(device)
     inputs = torch.zeros(1, *shape).expand(num_samples, *shape)  # a view: the strategies only read sizes here
@@ -95,7 +105,12 @@ def build(name: str, backbone: str, shape: tuple[int, ...], num_samples: int, de
         reg.setup(num_samples=num_samples, num_classes=10)
         reg.on_train_epoch_start(100)
     module.to(device)
-    return module, torch.optim.SGD(module.nets.parameters(), lr=0.01, momentum=0.9)
+    optimizer = torch.optim.SGD(module.nets.parameters(), lr=0.01, momentum=0.9)
+    if not module.strategy.manual_optimization:
+        return module, optimizer
+    return module, ManualStep(module.nets, optimizer, module.strategy.optimizers(), backward=torch.Tensor.backward,
+                              after_step=module.strategy.after_optimizer_step,
+                              add_regularizers=module.regularizers.combine)  # fmt: skip
 
 
 def time_steps(module: Any, optimizer: Any, batches: list[Batch], device: str) -> float:
@@ -103,7 +118,10 @@ def time_steps(module: Any, optimizer: Any, batches: list[Batch], device: str) -
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for batch in batches:  # RobustModule.training_step's work, without Lightning's logging
+    for i, batch in enumerate(batches):  # RobustModule.training_step's work, without Lightning's logging
+        if isinstance(optimizer, ManualStep):  # the meta batch: another batch of the same kind
+            module.strategy.manual_step(module.nets, batch, batches[i - 1], optimizer)
+            continue
         result = module.strategy.step(module.nets, batch)
         loss = combine_losses(result.loss, module.regularizers, batch, result.out)
         optimizer.zero_grad(set_to_none=True)

@@ -240,6 +240,9 @@ def input_dropout(inputs: Tensor, p: float, generator: torch.Generator) -> Tenso
     about 500 non-zeros among 246,000 entries, and this CPU draws ~10 ns per number."""
     flat = inputs.reshape(-1)
     (nonzero,) = torch.nonzero(flat, as_tuple=True)
+    if 2 * len(nonzero) > len(flat):  # dense (images): one mask over everything is cheaper than indexing
+        keep = torch.rand(inputs.shape, generator=generator, device=inputs.device) >= p
+        return inputs * keep / (1.0 - p)
     dropped = flat / (1.0 - p)
     dropped[nonzero[torch.rand(len(nonzero), generator=generator, device=inputs.device) < p]] = 0.0
     return dropped.view_as(inputs)
