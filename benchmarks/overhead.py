@@ -18,8 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -224,17 +227,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def peak_memory_mib(name: str, args: argparse.Namespace) -> float:
+    """MiB by which a variant's training steps raise the resident memory at its peak above where it stood before
+    them (model and batches built): what a step holds at once. Measured in a fresh process with glibc's default
+    trimming, so freed tensors go back to the system and a step's allocations show up as new resident pages."""
+    command = [sys.executable, __file__, "--peak-of", name, "--glibc-trim", "--backbone", args.backbone,
+               "--batch-size", str(args.batch_size), "--num-samples", str(args.num_samples), "--device",
+               args.device]  # fmt: skip
+    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
+def status_kib(field: str) -> int:
+    """A ``/proc/self/status`` field in KiB (Linux)."""
+    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def measure_peak(name: str, args: argparse.Namespace) -> float:
+    shape = (1, 28, 28) if args.backbone == "small_cnn" else (3, 32, 32)
+    batches = make_batches(4, args.batch_size, shape, args.num_samples, args.device)
+    module, optimizer = build(name, args.backbone, shape, args.num_samples, args.device)
+    time_steps(module, optimizer, batches[:1], args.device)  # lazy allocations of the first step (optimizer state)
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident size, to the current one
+    before = status_kib("VmRSS")
+    time_steps(module, optimizer, batches, args.device)
+    return (status_kib("VmHWM") - before) / 1024
+
+
 def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
         f"Backbone `{args.backbone}`, batch {args.batch_size}, device {args.device}, "
         f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds of {args.steps} steps.",
         "",
-        "| strategy | step (ms, median) | × CE (median of per-round ratios) | target |",
-        "|---|---|---|---|",
+        "| strategy | step (ms, median) | × CE (median of per-round ratios) | target |"
+        + (" peak memory of a step (× CE) |" if "peak_mib" in result else ""),
+        "|---|---|---|---|" + ("---|" if "peak_mib" in result else ""),
     ]
     for name in args.variants:
         target = f"≤ {TARGETS[name]:.2f}×" if name in TARGETS else ""
-        lines.append(f"| {name} | {result['step_ms'][name]:.1f} | {result['ratio'][name]:.3f} | {target} |")
+        memory = f" {result['peak_mib'][name]:.0f} MiB ({result['peak_mib'][name] / result['peak_mib']['CE']:.2f}×) |" \
+            if "peak_mib" in result else ""  # fmt: skip
+        lines.append(f"| {name} | {result['step_ms'][name]:.1f} | {result['ratio'][name]:.3f} | {target} |{memory}")
     if "ncr_index" in result:
         index, nprobe = result["ncr_index"]
         lines += ["", (
@@ -261,6 +294,8 @@ def main() -> None:
     parser.add_argument("--glibc-trim", action="store_true",
                         help="keep glibc's default heap trimming (robustlabels.fit turns it off)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--memory", action="store_true", help="also measure each variant's peak memory per step")
+    parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # internal: one variant's peak, in a fresh process
     parser.add_argument("--out", help="write the markdown table here")
     parser.add_argument("--json", help="write raw numbers here")
     args = parser.parse_args()
@@ -269,8 +304,13 @@ def main() -> None:
     unknown = [name for name in args.variants if name not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant {unknown[0]!r}; choose from: {', '.join(VARIANTS)}")
+    if args.peak_of:
+        print(measure_peak(args.peak_of, args))
+        return
     args.variants = ["CE", *(name for name in args.variants if name != "CE")]
     result = run(args)
+    if args.memory:
+        result["peak_mib"] = {name: peak_memory_mib(name, args) for name in args.variants}
     table = markdown(result, args)
     print(table)
     if args.out:
