@@ -57,7 +57,8 @@ class ManualStep:
     one, and calls :meth:`Strategy.after_optimizer_step`.
 
     Attributes:
-        backward: precision-aware ``loss.backward()`` for the strategy's own losses (e.g. a meta loss).
+        backward: precision-aware ``loss.backward(**kwargs)`` for the strategy's own losses (e.g. a meta loss;
+            pass ``inputs=`` its own parameters so that no gradient is computed for the networks).
         own_optimizers: the optimizers of :meth:`Strategy.optimizers`, stepped by the strategy itself.
         add_regularizers: ``(loss, batch, out) -> loss`` with the run's regularizers added, as in automatic mode.
     """
@@ -68,7 +69,7 @@ class ManualStep:
         optimizer: Any,
         own_optimizers: Sequence[Optimizer],
         *,
-        backward: Callable[[Tensor], None],
+        backward: Callable[..., None],
         after_step: Callable[[Networks], None],
         add_regularizers: Callable[[Tensor, Batch, Forward], Tensor],
         clip_norm: float | None = None,

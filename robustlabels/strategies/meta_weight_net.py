@@ -104,7 +104,8 @@ class MetaWeightNet(_CleanMetaStrategy):
     def manual_step(self, nets: Networks, batch: Batch, meta: Batch | None, ctx: ManualStep) -> StepResult:
         (optimizer,) = ctx.own_optimizers
         optimizer.zero_grad()
-        ctx.backward(self.look_ahead(nets, batch, self.weight_net, meta, ctx))
+        meta_loss = self.look_ahead(nets, batch, self.weight_net, meta, ctx)
+        ctx.backward(meta_loss, inputs=list(self.weight_net.parameters()))  # V only: no work for the networks
         optimizer.step()
         out = nets(batch.inputs)
         losses = F.cross_entropy(out.logits[0].float(), batch.targets, reduction="none")

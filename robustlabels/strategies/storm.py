@@ -169,6 +169,8 @@ class MetaLossRescaling(WeightingStrategy):
         inner = ctx.add_regularizers((losses * (weights.detach() if self.first_order else weights)).sum(), batch,
                                      out)  # fmt: skip
         fast = self.virtual_step(params, inner, ctx, create_graph=not self.first_order)
+        if self.first_order:  # θ′ is a constant: the meta loss reaches ω through its weights only
+            fast = detached(fast)
         self.meta_update(nets, fast, meta, ctx)
         logs = self.record(weights, batch)
         if self.mode == "storm":
@@ -205,7 +207,7 @@ class MetaLossRescaling(WeightingStrategy):
         meta_losses = meta_losses * weights
         (optimizer,) = ctx.own_optimizers
         optimizer.zero_grad()
-        ctx.backward(meta_losses.sum())
+        ctx.backward(meta_losses.sum(), inputs=list(self.rescaler.parameters()))  # ω only: no work for θ
         optimizer.step()
 
     @torch.no_grad()
