@@ -3,6 +3,7 @@ the meta-gradient against finite differences, the inner update rules, BatchNorm 
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -205,6 +206,22 @@ def test_fit_runs_and_learns_the_rescaler(kwargs: dict[str, Any], quiet_trainer:
     moved = any(not torch.equal(a, b) for a, b in zip(before, model.strategy.rescaler.parameters(), strict=True))
     assert moved == kwargs.get("rescale", True)  # the baseline has no meta step
     assert model.history[-1]["test/acc"] > 0.5
+    if not kwargs:  # the epoch diagnostics: weights against the true labels, and ω's two gradient paths
+        last = model.history[-1]
+        assert 0.0 <= last["train/weight_auc"] <= 1.0 and last["train/grad_path_direct"] > 0
+        assert last["train/grad_path_theta"] >= 0 and len(model.strategy.diagnostics()["weight_histograms"]) == 2
+
+
+def test_the_run_folder_gets_the_weight_histograms(tmp_path: Path) -> None:
+    from pytorch_lightning.loggers import CSVLogger
+
+    dm = blobs()
+    model = storm_module(dm)
+    pl.Trainer(max_epochs=1, logger=CSVLogger(tmp_path, name="run"), enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False).fit(model, datamodule=dm)  # fmt: skip
+    (path,) = tmp_path.glob("run/version_0/diagnostics.json")
+    (epoch,) = json.loads(path.read_text())["weight_histograms"]
+    assert epoch["epoch"] == 0 and sum(epoch["clean"]) + sum(epoch["flipped"]) == len(dm.datasets["train"])
 
 
 def test_storm_mode_refuses_ddp(monkeypatch: pytest.MonkeyPatch, noisy_batch: Batch) -> None:
