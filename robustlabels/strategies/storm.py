@@ -256,7 +256,12 @@ def gradient_paths(meta_losses: Tensor, weights: Tensor, omega: list[Tensor]) ->
 
     ``meta_losses (V,)`` must still depend on ω through ``θ′``, and ``weights (V,)`` through Ω.
     """
-    through = torch.autograd.grad((meta_losses * weights.detach()).sum(), omega, retain_graph=True, allow_unused=True)
-    direct = torch.autograd.grad((meta_losses.detach() * weights).sum(), omega, retain_graph=True, allow_unused=True)
-    norm = lambda grads: math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads if g is not None))  # noqa: E731
-    return {"grad_path_theta": norm(through), "grad_path_direct": norm(direct)}
+
+    def norm(objective: Tensor) -> float:  # 0 where a path is cut (e.g. a batch of one: normalised weights are 1)
+        if not objective.requires_grad:
+            return 0.0
+        grads = torch.autograd.grad(objective, omega, retain_graph=True, allow_unused=True)
+        return math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads if g is not None))
+
+    return {"grad_path_theta": norm((meta_losses * weights.detach()).sum()),
+            "grad_path_direct": norm((meta_losses.detach() * weights).sum())}  # fmt: skip

@@ -51,7 +51,7 @@ def run_step(module: RobustModule, batch: Batch, seed: int = 0) -> StepResult:
     if not strategy.manual_optimization:
         return strategy.step(module.nets, batch)
     optimizer = torch.optim.SGD(module.nets.parameters(), lr=0.01)
-    ctx = ManualStep(module.nets, optimizer, strategy.optimizers(), backward=lambda loss: loss.backward(),
+    ctx = ManualStep(module.nets, optimizer, strategy.optimizers(), backward=lambda loss, **kwargs: loss.backward(**kwargs),
                      after_step=strategy.after_optimizer_step, add_regularizers=lambda loss, b, o: loss)  # fmt: skip
     return strategy.manual_step(module.nets, batch, batch, ctx)
 
@@ -142,9 +142,10 @@ def test_clean_labels_never_reach_the_loss(name: str, noisy_batch: Batch) -> Non
     assert same != STRATEGIES.get(name).uses_clean_labels
 
 
-def test_regularizer_order_does_not_change_the_loss(name: str, noisy_batch: Batch) -> None:
-    if STRATEGIES.get(name).manual_optimization:
-        pytest.skip("manual strategies add regularizers through ManualStep.add_regularizers (tested with the toy)")
+# manual strategies add regularizers through ManualStep.add_regularizers (tested with the toy in test_seam.py)
+@pytest.mark.parametrize("automatic", [n for n in STRATEGIES.names() if not STRATEGIES.get(n).manual_optimization])
+def test_regularizer_order_does_not_change_the_loss(automatic: str, noisy_batch: Batch) -> None:
+    name = automatic
 
     def loss(order: int) -> torch.Tensor:
         regs = [ELR(), NeighborConsistency(start_epoch=0, k=3)]
@@ -196,9 +197,8 @@ class CountUpdates(pl.Callback):
         self.batches += 1
 
 
+@pytest.mark.parametrize("phase", [0], ids=["fit"], indirect=True)  # one fit per strategy
 def test_one_update_per_step_in_a_real_fit(name: str, quiet_trainer: dict[str, object]) -> None:
-    if EPOCH:
-        pytest.skip("one fit per strategy")
     dm = BlobsDataModule(num_samples=200, test_samples=50, noise=SymmetricNoise(rate=0.3), batch_size=32)
     torch.manual_seed(0)
     strategy = STRATEGIES.get(name)(**({"stage1_epochs": 1} if name == "nested_co_teaching" else {}))
