@@ -8,8 +8,9 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_example_runs(capsys) -> None:
+def test_readme_python_example_runs(capsys, tmp_path, monkeypatch) -> None:
     code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # the example's Trainer writes its checkpoints under the working directory
     assert len(code.strip().splitlines()) <= 12
     exec(compile(code, str(README), "exec"), {})
     test_acc, mem_noisy = map(float, capsys.readouterr().out.split()[-2:])

@@ -135,7 +135,8 @@ class MetaLossRescaling(WeightingStrategy):
         self.steps += 1
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(self.rescaler.parameters(), lr=self.rescaler_lr)]
+        # foreach: one fused update over Ω's many small tensors (on a CPU torch defaults to a loop per tensor)
+        return [torch.optim.Adam(self.rescaler.parameters(), lr=self.rescaler_lr, foreach=True)]
 
     def on_train_epoch_end(self) -> dict[str, float]:
         """The weight diagnostics, and the norms of ω's two gradient paths on the epoch's first step."""
