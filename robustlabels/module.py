@@ -153,7 +153,7 @@ class RobustModule(pl.LightningModule):
         logged only then: one ``self.log`` costs 2-4 ms (Lightning re-moves its stored entry each call), a large
         share of a small model's step (STORM on Youtube: ~2.4 calls and ~8 ms of a 50 ms step)."""
         connector = getattr(self._trainer, "_logger_connector", None)  # Lightning's own test of the same rule
-        return connector is None or bool(connector.should_update_logs or self.trainer.fast_dev_run)
+        return connector is None or bool(connector.should_update_logs or getattr(self.trainer, "fast_dev_run", False))
 
     def _manual_step(self) -> ManualStep:
         """The optimizer controls of one manual step (Lightning's own clipping and hooks do not run then)."""

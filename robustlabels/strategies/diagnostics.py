@@ -38,6 +38,8 @@ class WeightTally:
         weights = torch.cat(self.weights).numpy() if self.weights else np.zeros(0)
         clean = torch.cat(self.clean).numpy() if self.clean else np.zeros(0, dtype=bool)
         self.weights, self.clean = [], []
+        finite = np.isfinite(weights)  # a diverged step (NaN weights) is left out, not allowed to end the run
+        weights, clean = weights[finite], clean[finite]
         if clean.all() or not clean.any():
             return {}, {}
         edges = np.linspace(0.0, max(1.0, float(weights.max())), HISTOGRAM_BINS + 1)

@@ -51,7 +51,8 @@ def run_step(module: RobustModule, batch: Batch, seed: int = 0) -> StepResult:
     if not strategy.manual_optimization:
         return strategy.step(module.nets, batch)
     optimizer = torch.optim.SGD(module.nets.parameters(), lr=0.01)
-    ctx = ManualStep(module.nets, optimizer, strategy.optimizers(), backward=lambda loss, **kwargs: loss.backward(**kwargs),
+    backward = lambda loss, **kwargs: loss.backward(**kwargs)  # noqa: E731
+    ctx = ManualStep(module.nets, optimizer, strategy.optimizers(), backward=backward,
                      after_step=strategy.after_optimizer_step, add_regularizers=lambda loss, b, o: loss)  # fmt: skip
     return strategy.manual_step(module.nets, batch, batch, ctx)
 

@@ -29,7 +29,8 @@ def test_l2rw_weights_are_the_positive_gradient_alignments_normalised() -> None:
     optimizer = torch.optim.SGD(nets.parameters(), lr=0.1)
     strategy = L2RW(clean_meta_per_class=1)
     seen: dict[str, torch.Tensor] = {}
-    ctx = ManualStep(nets, optimizer, [], backward=lambda loss, **kwargs: loss.backward(**kwargs), after_step=lambda n: None,
+    backward = lambda loss, **kwargs: loss.backward(**kwargs)  # noqa: E731
+    ctx = ManualStep(nets, optimizer, [], backward=backward, after_step=lambda n: None,
                      add_regularizers=lambda loss, b, out: seen.setdefault("loss", loss))  # fmt: skip
     params = list(nets.parameters())
     meta_grad = torch.autograd.grad(F.cross_entropy(nets(meta.inputs).logits[0], meta.targets), params)
@@ -77,3 +78,16 @@ def test_the_clean_meta_set_is_checked() -> None:
     train = dm.datasets["train"]
     assert len(chosen) == 3 * dm.num_classes
     assert torch.bincount(train.clean_targets[chosen], minlength=dm.num_classes).tolist() == [3] * dm.num_classes
+
+
+def test_weight_tally_leaves_out_non_finite_weights() -> None:
+    """A diverged step's NaN weights do not end the run: the epoch's AUC and means come from the finite ones."""
+    from robustlabels.strategies.diagnostics import WeightTally
+
+    tally = WeightTally()
+    targets, clean = torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1, 1, 0])  # rows 0-1 clean, 2-3 flipped
+    tally.add(torch.tensor([0.9, 0.8, 0.1, float("nan")]), Batch(torch.zeros(4, 1), targets, torch.arange(4), clean))
+    scalars, histogram = tally.close_epoch()
+    assert scalars["weight_auc"] == 1.0
+    assert scalars["weight_mean_clean"] == pytest.approx(0.85) and scalars["weight_mean_flipped"] == pytest.approx(0.1)
+    assert sum(histogram["clean"]) == 2 and sum(histogram["flipped"]) == 1
