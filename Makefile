@@ -38,7 +38,7 @@ test-browser: venv
 	$(PY) -m pytest -q -m browser tests/audit/test_report_browser.py
 
 lint: venv
-	$(VENV)/bin/ruff check robustlabels tests benchmarks
+	$(VENV)/bin/ruff check robustlabels tests benchmarks experiments
 	$(VENV)/bin/mypy robustlabels
 
 clean:
