@@ -40,10 +40,14 @@ def _changes_class(base: dict[str, Any], override: dict[str, Any]) -> bool:
     return "class_path" in override and short(base.get("class_path")) != short(override["class_path"])
 
 
-def seed_overrides(seed: int, noise_seed: int | None = None) -> dict[str, Any]:
+def seed_overrides(seed: int, noise_seed: int | None = None, *, seed_sets_split: bool = False) -> dict[str, Any]:
     """A seed sets the training seed and the noise draw, so seeds are independent replicates; with the suite's
-    ``noise_seed`` every seed trains on the same noisy labels (a paper's one noise file)."""
-    return {"seed_everything": seed, "data": {"init_args": {"noise_seed": seed if noise_seed is None else noise_seed}}}
+    ``noise_seed`` every seed trains on the same noisy labels (a paper's one noise file). ``seed_sets_split``:
+    the seed also sets ``split_seed`` (the batch order, the clean meta pool, a validation split the data lacks)."""
+    init_args: dict[str, Any] = {"noise_seed": seed if noise_seed is None else noise_seed}
+    if seed_sets_split:
+        init_args["split_seed"] = seed
+    return {"seed_everything": seed, "data": {"init_args": init_args}}
 
 
 def run_overrides(*, limit_epochs: int | None = None, data_fake: bool = False) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def build_config(suite: Suite, cell: Cell, extra: dict[str, Any] | None = None) 
         suite.strategies[cell.strategy],
         dataset.strategy_overrides.get(cell.strategy, {}),
         setting.strategy_overrides.get(cell.strategy, {}),
-        seed_overrides(cell.seed, suite.noise_seed),
+        seed_overrides(cell.seed, suite.noise_seed, seed_sets_split=suite.seed_sets_split),
         extra or {},
     )
     for layer in layers:

@@ -211,8 +211,10 @@ def notes_section(suite: Suite) -> list[str]:
     lines = [
         "## Notes", "",
         f"- Seeds {seeds}. Seed k sets `seed_everything: k` (initialisation, augmentation) and "
-        f"{noise}. The validation split, the training subset and the batch order follow `split_seed`, "
-        "which the suite does not vary.",
+        f"{noise}. " + ("Seed k also sets `data.init_args.split_seed: k`: the batch order, the clean meta pool "
+                        "and a validation split the data does not ship differ between seeds."
+                        if suite.seed_sets_split else "The validation split, the training subset and the batch "
+                        "order follow `split_seed`, which the suite does not vary."),
         "- Cells show mean ± sample standard deviation (n − 1) over the finished seeds, in %; `(n=k)` marks a "
         "setting with fewer finished seeds than the suite lists. Final = last epoch; best = maximum over epochs "
         "of the clean test accuracy (an oracle choice, shown only to measure memorization).",

@@ -53,7 +53,7 @@ from robustlabels.cli import package_path
 from robustlabels.errors import InputError
 
 NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
-SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer", "noise_seed"}
+SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer", "noise_seed", "seed_sets_split"}
 DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides", "metric", "selection"}
 SETTING_KEYS = {"noise", "rate", "overrides", "strategy_overrides", "strategies"}
 PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "value", "final_test_acc", "source"}
@@ -176,6 +176,7 @@ class Suite:
     paper: tuple[PaperNumber, ...] = ()
     trainer: dict[str, Any] = field(default_factory=dict)
     noise_seed: int | None = None  # one noise draw for every seed (a paper's fixed noise file); None: the seed
+    seed_sets_split: bool = False  # the seed also sets data.init_args.split_seed (e.g. the batch order)
 
     def paper_number(self, dataset: str, setting: Setting, strategy: str) -> PaperNumber | None:
         """The reference number for one (dataset, setting, strategy), if the suite lists one."""
@@ -240,9 +241,16 @@ def load_suite(name_or_path: str | Path) -> Suite:
         paper=tuple(_parse_paper(i, entry) for i, entry in enumerate(raw.get("paper") or [])),
         trainer=_mapping(raw.get("trainer"), "trainer"),
         noise_seed=_noise_seed(raw.get("noise_seed")),
+        seed_sets_split=_flag(raw.get("seed_sets_split", False), "seed_sets_split"),
     )
     _check_paper(suite)
     return suite
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"`{key}` must be true or false; got {value!r}")
+    return value
 
 
 def _noise_seed(value: Any) -> int | None:

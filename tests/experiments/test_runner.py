@@ -100,6 +100,17 @@ def test_every_layer_overrides_the_one_before(tmp_path: Path) -> None:
     assert yaml.safe_load((tmp_path / "base.yaml").read_text()) == BASE
 
 
+def test_suite_can_fix_the_noise_and_vary_the_split_with_the_seed(tmp_path: Path) -> None:
+    path = write_suite(tmp_path)
+    path.write_text(path.read_text() + "noise_seed: 42\nseed_sets_split: true\n")
+    config = build_config(load_suite(path), Cell("digits", "symmetric-0.4", "cross_entropy", 3))
+    assert config["data"]["init_args"]["noise_seed"] == 42 and config["data"]["init_args"]["split_seed"] == 3
+    assert "Seed k also sets `data.init_args.split_seed: k`" in "\n".join(report.notes_section(load_suite(path)))
+    path.write_text(path.read_text().replace("seed_sets_split: true", "seed_sets_split: 'yes'"))
+    with pytest.raises(InputError, match="`seed_sets_split` must be true or false; got 'yes'"):
+        load_suite(path)
+
+
 def test_grid_is_seed_major_and_filters(tmp_path: Path) -> None:
     suite = load_suite(write_suite(tmp_path))
     cells = grid(suite)
