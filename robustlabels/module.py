@@ -149,9 +149,8 @@ class RobustModule(pl.LightningModule):
         return {"loss": loss, "logits": logits}
 
     def _writes_step_logs(self) -> bool:
-        """Whether the loggers write step metrics after this batch (every ``log_every_n_steps``). Step values are
-        logged only then: one ``self.log`` costs 2-4 ms (Lightning re-moves its stored entry each call), a large
-        share of a small model's step (STORM on Youtube: ~2.4 calls and ~8 ms of a 50 ms step)."""
+        """Whether the loggers write step metrics after this batch (every ``log_every_n_steps``), the only steps
+        that log them: one ``self.log`` costs 2-4 ms, a large share of a small model's step (STORM on Youtube)."""
         connector = getattr(self._trainer, "_logger_connector", None)  # Lightning's own test of the same rule
         return connector is None or bool(connector.should_update_logs or getattr(self.trainer, "fast_dev_run", False))
 
