@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
-from overhead import build, make_batches, time_steps  # noqa: E402
+from overhead import build, make_batches, time_steps
 
 
 def main() -> None:
