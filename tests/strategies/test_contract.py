@@ -51,8 +51,7 @@ def run_step(module: RobustModule, batch: Batch, seed: int = 0) -> StepResult:
     if not strategy.manual_optimization:
         return strategy.step(module.nets, batch)
     optimizer = torch.optim.SGD(module.nets.parameters(), lr=0.01)
-    backward = lambda loss, **kwargs: loss.backward(**kwargs)  # noqa: E731
-    ctx = ManualStep(module.nets, optimizer, strategy.optimizers(), backward=backward,
+    ctx = ManualStep(module.nets, optimizer, strategy.optimizers(), backward=torch.Tensor.backward,
                      after_step=strategy.after_optimizer_step, add_regularizers=lambda loss, b, o: loss)  # fmt: skip
     return strategy.manual_step(module.nets, batch, batch, ctx)
 
@@ -144,10 +143,8 @@ def test_clean_labels_never_reach_the_loss(name: str, noisy_batch: Batch) -> Non
 
 
 # manual strategies add regularizers through ManualStep.add_regularizers (tested with the toy in test_seam.py)
-@pytest.mark.parametrize("automatic", [n for n in STRATEGIES.names() if not STRATEGIES.get(n).manual_optimization])
-def test_regularizer_order_does_not_change_the_loss(automatic: str, noisy_batch: Batch) -> None:
-    name = automatic
-
+@pytest.mark.parametrize("name", [n for n in STRATEGIES.names() if not STRATEGIES.get(n).manual_optimization])
+def test_regularizer_order_does_not_change_the_loss(name: str, noisy_batch: Batch) -> None:
     def loss(order: int) -> torch.Tensor:
         regs = [ELR(), NeighborConsistency(start_epoch=0, k=3)]
         module = make_module(name, regularizers=regs[::order])

@@ -29,8 +29,7 @@ def test_l2rw_weights_are_the_positive_gradient_alignments_normalised() -> None:
     optimizer = torch.optim.SGD(nets.parameters(), lr=0.1)
     strategy = L2RW(clean_meta_per_class=1)
     seen: dict[str, torch.Tensor] = {}
-    backward = lambda loss, **kwargs: loss.backward(**kwargs)  # noqa: E731
-    ctx = ManualStep(nets, optimizer, [], backward=backward, after_step=lambda n: None,
+    ctx = ManualStep(nets, optimizer, [], backward=torch.Tensor.backward, after_step=lambda n: None,
                      add_regularizers=lambda loss, b, out: seen.setdefault("loss", loss))  # fmt: skip
     params = list(nets.parameters())
     meta_grad = torch.autograd.grad(F.cross_entropy(nets(meta.inputs).logits[0], meta.targets), params)
