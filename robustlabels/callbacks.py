@@ -1,14 +1,18 @@
-"""The run summary: noise saved with the run, a table on stdout and ``metrics.json`` at the end of fit."""
+"""The run summary: noise saved with the run, a table on stdout, ``metrics.json`` (and a strategy's per-sample
+``issues.csv``) at the end of fit."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
+from torch import Tensor
 
 from robustlabels.io import atomic_save_npy, atomic_write_text
 from robustlabels.metrics import format_summary, summarize_history, write_metrics_json
@@ -28,6 +32,31 @@ def noise_record(datamodule: Any) -> dict[str, Any]:
         "empirical_matrix": np.round(noisy.empirical_matrix, 6).tolist(),
         "convention": "T[i, j] = P(noisy = j | true = i)",
     }
+
+
+def issues_csv(table: Mapping[str, Tensor], datamodule: Any) -> str:
+    """A strategy's per-sample table as CSV, most suspicious first (ties by position): ``rank``, ``index`` (the
+    position in the full training split, as in ``noisy_labels.npy``), ``given_label``, ``true_label`` (when
+    known) and the table's columns."""
+    columns = {name: values.detach().float().cpu().numpy() for name, values in table.items()}
+    train = datamodule.datasets["train"] if datamodule is not None and hasattr(datamodule, "datasets") else None
+    n = len(next(iter(columns.values())))
+    order = np.lexsort((np.arange(n), -columns["suspicion"])) if "suspicion" in columns else np.arange(n)
+    positions = np.asarray(getattr(datamodule, "train_positions", np.arange(n)))
+    head = ["rank", "index"]
+    rows: list[np.ndarray] = [np.arange(1, n + 1), positions[order]]
+    if train is not None:
+        head.append("given_label")
+        rows.append(train.targets.numpy()[order])
+        if bool((train.clean_targets >= 0).all()):
+            head.append("true_label")
+            rows.append(train.clean_targets.numpy()[order])
+    head += list(columns)
+    rows += [columns[name][order] for name in columns]
+    lines = [",".join(head)]
+    for values in zip(*rows, strict=True):
+        lines.append(",".join(f"{v:.6g}" if isinstance(v, float | np.floating) else str(int(v)) for v in values))
+    return "\n".join(lines) + "\n"
 
 
 class RunSummary(pl.Callback):
@@ -64,6 +93,9 @@ class RunSummary(pl.Callback):
             diagnostics = strategy.diagnostics() if strategy is not None else {}
             if diagnostics:  # e.g. the histograms of a weighting strategy's weights, clean vs flipped
                 atomic_write_text(run_dir / "diagnostics.json", json.dumps(diagnostics, indent=1) + "\n")
+            table = strategy.sample_table() if strategy is not None else {}
+            if table:  # e.g. CRM's pair audit
+                atomic_write_text(run_dir / "issues.csv", issues_csv(table, getattr(trainer, "datamodule", None)))
 
     def report(self, trainer: pl.Trainer) -> str:
         """The summary table (and where the run's files are), for printing after fit."""
@@ -71,3 +103,37 @@ class RunSummary(pl.Callback):
         text = format_summary(self.summary, title=f"robustlabels: {self.summary['strategy']}")
         run_dir = self.run_dir(trainer)
         return text + (f"\nmetrics.json, noisy labels and checkpoints: {run_dir}" if run_dir else "")
+
+
+class AccuracyByRewardGap(pl.Callback):
+    """Test pairwise accuracy by latent reward gap, at the end of fit: ``accuracy_by_gap.json`` in the run folder.
+
+    For pair data modules that know each test pair's gap (``reward_gaps("test")``, e.g. IMDB-Pref's rating gap):
+    pairs with a small gap are the ambiguous ones, where swap noise hurts most (docs/pairs.md).
+    """
+
+    result: dict[str, Any] | None = None
+
+    @torch.no_grad()
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if not trainer.is_global_zero or "test" not in getattr(datamodule, "gaps", {}):
+            return
+        assert datamodule is not None
+        test = datamodule.datasets["test"]
+        gaps = np.asarray(datamodule.reward_gaps("test"))
+        was_training = pl_module.training
+        pl_module.eval()
+        logits = torch.cat([pl_module(x.to(pl_module.device)).cpu() for x in test.inputs.split(4096)])
+        pl_module.train(was_training)
+        correct = (logits.argmax(1) == test.targets).numpy()
+        if len(np.unique(gaps)) > 12:  # continuous scores: quintiles of the gap
+            edges = np.unique(np.quantile(gaps, np.linspace(0, 1, 6)))
+            gaps = np.array([f"{edges[i]:.3g}-{edges[i + 1]:.3g}" for i in np.clip(np.searchsorted(edges, gaps,
+                             side="right") - 1, 0, len(edges) - 2)])  # fmt: skip
+        by_gap = {f"{g:g}" if isinstance(g, float | np.floating) else str(g): {"pairs": int((gaps == g).sum()),
+                  "accuracy": float(correct[gaps == g].mean())} for g in np.unique(gaps)}  # fmt: skip
+        self.result = {"overall": {"pairs": int(len(correct)), "accuracy": float(correct.mean())}, "by_gap": by_gap}
+        run_dir = RunSummary().run_dir(trainer)
+        if run_dir is not None:
+            atomic_write_text(run_dir / "accuracy_by_gap.json", json.dumps(self.result, indent=1) + "\n")

@@ -4,7 +4,9 @@ Example::
 
     python -m robustlabels.inject --dataset cifar10 --noise symmetric --rate 0.4 --seed 1 --out runs/noise/c10
 
-writes ``OUT/labels.npy`` (int64), ``OUT/labels.csv`` (``index,label``) and ``OUT/manifest.json``. The
+writes ``OUT/labels.npy`` (int64), ``OUT/labels.csv`` (``index,label``) and ``OUT/manifest.json``. With
+``--pairs FILE`` (preference pairs, docs/pairs.md) the noise swaps chosen and rejected: label 1 marks a swapped pair,
+and the swapped pairs are written as ``OUT/pairs.jsonl`` (or ``OUT/pairs.npy`` for ``(N, 2, D)`` features). The
 manifest has no timestamps, so the same inputs and seed give byte-identical files. Noise is data: train
 from the saved labels (``LabelsFile``) instead of regenerating them. ``T[i, j] = P(noisy=j | true=i)``.
 User errors print one ``error: ...`` line on stderr and exit with code 2.
@@ -35,12 +37,14 @@ from robustlabels.io import (
 from robustlabels.noise import (
     Cifar10AsymmetricNoise,
     Cifar100AsymmetricNoise,
+    DifficultySwapNoise,
     InstanceDependentNoise,
     MatrixNoise,
     NoiseModel,
     NoisyLabels,
     PairFlipNoise,
     SymmetricNoise,
+    SystematicAnnotatorNoise,
     flips_per_class,
 )
 
@@ -54,7 +58,11 @@ NOISE_CHOICES = (
     "cifar100_superclass",
     "instance",
     "matrix",
+    "difficulty",
+    "longer",
+    "shorter",
 )
+PAIR_NOISE = ("difficulty", "longer", "shorter")  # --pairs only; symmetric works on pairs too
 #: ``--noise`` choices that take ``--rate``: the model class and its fixed options (instance: special-cased).
 _RATE_PRESETS: dict[str, tuple[Callable[..., NoiseModel], dict[str, Any]]] = {
     "symmetric": (SymmetricNoise, {"include_true_class": False}),
@@ -89,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", metavar="NAME", help="a dataset of robustlabels.data.catalog")
     source.add_argument("--labels", metavar="FILE", help="clean labels, .npy or .csv (column label)")
+    source.add_argument("--pairs", metavar="FILE", help="preference pairs: .jsonl/.csv (chosen, rejected) or (N, 2, D) "
+                        ".npy; the noise swaps chosen and rejected (difficulty: P(swap) = sigmoid(-beta gap) from "
+                        "score_chosen - score_rejected; longer/shorter: an annotator labels a --rate share by length)")
     parser.add_argument("--root", metavar="DIR", help="dataset root (with --dataset)")
     parser.add_argument("--num-classes", type=int, help="default: the dataset's, or max label + 1")
     parser.add_argument("--noise", required=True, choices=NOISE_CHOICES)
@@ -122,6 +133,12 @@ def build_noise_model(
         raise InputError(f"--noise {noise} needs --rate")
     if matrix is not None:
         raise InputError("--matrix applies only to --noise matrix")
+    if noise in PAIR_NOISE:
+        if exact is not None:
+            raise InputError(f"--exact does not apply to --noise {noise}")
+        if noise == "difficulty":
+            return DifficultySwapNoise(rate)
+        return SystematicAnnotatorNoise(noise, fraction=rate)  # type: ignore[arg-type]
     if noise == "instance":
         if exact is not None:
             raise InputError("--exact does not apply to --noise instance")
@@ -137,6 +154,10 @@ def load_source(args: argparse.Namespace, *, needs_features: bool) -> Source:
     if args.features is not None and not needs_features:
         raise InputError("--features applies only to --noise instance")
     features = load_npy(args.features, what="features file", mmap=True) if args.features else None
+    if args.pairs is not None:
+        return load_pairs_source(args)
+    if args.noise in PAIR_NOISE:
+        raise InputError(f"--noise {args.noise} applies to preference pairs: give --pairs FILE")
     if args.labels is not None:
         if args.root is not None:
             raise InputError("--root applies only to --dataset")
@@ -159,6 +180,53 @@ def load_source(args: argparse.Namespace, *, needs_features: bool) -> Source:
     return Source(np.asarray(arrays.labels), features, num_classes, description)
 
 
+def load_pairs_source(args: argparse.Namespace) -> Source:
+    """Pairs as labels: every pair starts as label 0 (chosen first); a swap makes it 1. The pair noise models get
+    their covariate (reward or length gap, chosen minus rejected) as ``features``."""
+    from robustlabels.data.pairs import read_pair_array, read_pairs
+
+    if args.root is not None or args.num_classes not in (None, 2):
+        raise InputError("--pairs takes neither --root nor a --num-classes other than 2")
+    description = {"pairs_file": str(Path(args.pairs).resolve())}
+    covariate = None
+    if str(args.pairs).endswith(".npy"):
+        n = len(read_pair_array(args.pairs))
+        if args.noise in PAIR_NOISE:
+            raise InputError(f"--noise {args.noise} needs text pairs (.jsonl, .csv); {args.pairs!r} holds features")
+    else:
+        pairs = read_pairs(args.pairs)
+        n = len(pairs)
+        if args.noise == "difficulty":
+            if pairs.reward_gap is None:
+                raise InputError(f"--noise difficulty needs score_chosen and score_rejected in every row of "
+                                 f"{args.pairs!r}")  # fmt: skip
+            covariate = pairs.reward_gap
+        elif args.noise in PAIR_NOISE:
+            covariate = pairs.length_gap()
+    description["pairs_file_sha256"] = sha256_of_file(args.pairs)
+    return Source(np.zeros(n, np.int64), covariate, 2, description)
+
+
+def write_swapped_pairs(source: str, out: Path, swapped: np.ndarray) -> Path:
+    """The pairs of ``source`` with chosen and rejected (and their scores) exchanged where ``swapped``, atomically:
+    ``pairs.npy`` for features, else ``pairs.jsonl`` (every field kept)."""
+    from robustlabels.data.pairs import SCORE_FIELDS, read_pair_array
+    from robustlabels.data.tables import table_format, table_records
+
+    if source.endswith(".npy"):
+        array = read_pair_array(source)
+        array[swapped] = array[swapped][:, ::-1]
+        return atomic_save_npy(out / "pairs.npy", array)
+    lines = []
+    for i, (_, row) in enumerate(table_records(Path(source), table_format(Path(source)))):
+        if swapped[i]:
+            row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+            if all(k in row for k in SCORE_FIELDS):
+                row[SCORE_FIELDS[0]], row[SCORE_FIELDS[1]] = row[SCORE_FIELDS[1]], row[SCORE_FIELDS[0]]
+        lines.append(json.dumps(row, ensure_ascii=False))
+    return atomic_write_text(out / "pairs.jsonl", "\n".join(lines) + "\n")
+
+
 def _load_dataset(name: str, root: str | None) -> Any:
     """``robustlabels.data.catalog.load_arrays(name, split="train", root=root)``, imported lazily."""
     try:
@@ -173,9 +241,11 @@ def _load_dataset(name: str, root: str | None) -> Any:
         raise InputError(f"unknown dataset {name!r}") from None
 
 
-def check_outputs(out: Path, *, force: bool, inputs: tuple[Path, ...]) -> list[Path]:
+def check_outputs(
+    out: Path, *, force: bool, inputs: tuple[Path, ...], names: tuple[str, ...] = OUTPUT_NAMES
+) -> list[Path]:
     """The output paths; raise :class:`InputError` if one exists (without ``force``) or is an input file."""
-    paths = [out / name for name in OUTPUT_NAMES]
+    paths = [out / name for name in names]
     input_files = {path.resolve() for path in inputs}
     for path in paths:
         if path.resolve() in input_files:
@@ -246,13 +316,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Do the injection for parsed arguments; return a short summary."""
     model = build_noise_model(args.noise, rate=args.rate, matrix=args.matrix, exact=args.exact)
     out = Path(args.out)
-    inputs = tuple(Path(p) for p in (args.labels, args.matrix, args.features) if p is not None)
+    inputs = tuple(Path(p) for p in (args.labels, args.matrix, args.features, args.pairs) if p is not None)
     paths = check_outputs(out, force=args.force, inputs=inputs)
+    if args.pairs is not None:
+        pairs_out = out / ("pairs.npy" if str(args.pairs).endswith(".npy") else "pairs.jsonl")
+        check_outputs(out, force=args.force, inputs=inputs, names=(pairs_out.name,))
     source = load_source(args, needs_features=args.noise == "instance")
     result = model.apply(
         source.labels, num_classes=source.num_classes, seed=args.seed, features=source.features
     )
     manifest = build_manifest(model, result, source, seed=args.seed, num_classes=source.num_classes)
+    if args.pairs is not None:
+        manifest["pairs"] = {"label_1_means": "swapped", "written": write_swapped_pairs(args.pairs, out,
+                             result.is_flipped).name, "beta": getattr(model, "beta", None)}  # fmt: skip
     write_outputs(paths, result.noisy, manifest)
     return {
         "out": str(out),
@@ -262,6 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "realized_rate": result.realized_rate,
         "num_flipped": manifest["num_flipped"],
         "num_samples": manifest["num_samples"],
+        **({"pairs": str(out / manifest["pairs"]["written"])} if "pairs" in manifest else {}),
     }
 
 
@@ -276,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, sort_keys=True))
     else:
         print(f"wrote {summary['labels']}, labels.csv and manifest.json in {summary['out']}")
+        if "pairs" in summary:
+            print(f"wrote the pairs with swaps applied (label 1 = swapped): {summary['pairs']}")
         print(
             f"{summary['noise']} noise: realized rate {summary['realized_rate']:.4f} "
             f"({summary['num_flipped']} of {summary['num_samples']} labels changed), seed {args.seed}"

@@ -240,3 +240,69 @@ def test_atomic_writes_leave_no_partial_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in target.parent.iterdir()) == ["x.bin"]
     atomic_save_npy(tmp_path / "a.npy", np.arange(3))
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), [0, 1, 2])
+
+
+# ---- preference pairs ----------------------------------------------------------------------------------
+def write_pair_file(path: Path, n: int = 400) -> Path:
+    rows = [{"prompt": f"q{i}", "chosen": "a" * (3 + i % 5), "rejected": "b" * (2 + i % 3), "score_chosen": 2 + i % 6,
+             "score_rejected": 1, "id": i} for i in range(n)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("noise", ["symmetric", "difficulty", "longer", "shorter"])
+def test_pairs_are_swapped_reproducibly_and_the_swaps_written(tmp_path: Path, noise: str) -> None:
+    source = write_pair_file(tmp_path / "pairs.jsonl")
+    before = sha256_of_file(source)
+    args = ["--pairs", str(source), "--noise", noise, "--rate", "0.3", "--seed", "4"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0 and main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert sha256_of_file(source) == before  # the user's data is never modified
+    for name in ("labels.npy", "manifest.json", "pairs.jsonl"):
+        assert sha256_of_file(tmp_path / "a" / name) == sha256_of_file(tmp_path / "b" / name)
+    swapped = read_labels(tmp_path / "a" / "labels.npy").astype(bool)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["realized_rate"] == pytest.approx(swapped.mean()) and manifest["pairs"]["label_1_means"] == "swapped"
+    original = [json.loads(line) for line in source.read_text().splitlines()]
+    written = [json.loads(line) for line in (tmp_path / "a" / "pairs.jsonl").read_text().splitlines()]
+    for row, out, flip in zip(original, written, swapped, strict=True):
+        assert out["id"] == row["id"] and out["prompt"] == row["prompt"]
+        assert (out["chosen"], out["rejected"]) == ((row["rejected"], row["chosen"]) if flip else (row["chosen"], row["rejected"]))
+        assert out["score_chosen"] == (row["score_rejected"] if flip else row["score_chosen"])
+    if noise == "longer":  # the annotator swaps only pairs whose rejected side is the longer one
+        longer_rejected = np.array([len(r["rejected"]) > len(r["chosen"]) for r in original])
+        assert swapped.sum() > 0 and not (swapped & ~longer_rejected).any()
+    if noise == "shorter":
+        assert 0.2 < swapped.mean() < 0.4
+    if noise == "difficulty":
+        assert manifest["pairs"]["beta"] > 0 and 0.2 < swapped.mean() < 0.4
+
+
+def test_pair_feature_arrays_are_swapped_side_for_side(tmp_path: Path) -> None:
+    features = np.random.default_rng(0).normal(size=(50, 2, 3)).astype(np.float32)
+    atomic_save_npy(tmp_path / "pairs.npy", features)
+    assert main(["--pairs", str(tmp_path / "pairs.npy"), "--noise", "symmetric", "--rate", "0.5", "--out",
+                 str(tmp_path / "o")]) == 0  # fmt: skip
+    swapped = read_labels(tmp_path / "o" / "labels.npy").astype(bool)
+    out = np.load(tmp_path / "o" / "pairs.npy")
+    assert 0 < swapped.sum() < 50
+    assert np.array_equal(out[swapped], features[swapped][:, ::-1]) and np.array_equal(out[~swapped], features[~swapped])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--labels", "L", "--noise", "longer", "--rate", "1"], "--noise longer applies to preference pairs"),
+        (["--pairs", "NOSCORES", "--noise", "difficulty", "--rate", "0.2"], "needs score_chosen and score_rejected"),
+        (["--pairs", "SAME", "--noise", "symmetric", "--rate", "0.2"], "line 1: the chosen and rejected responses are identical"),
+    ],
+)  # fmt: skip
+def test_bad_pair_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                              message: str) -> None:  # fmt: skip
+    atomic_save_npy(tmp_path / "labels.npy", np.zeros(4, np.int64))
+    (tmp_path / "noscores.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    (tmp_path / "same.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "a"}\n')
+    files = {"L": tmp_path / "labels.npy", "NOSCORES": tmp_path / "noscores.jsonl", "SAME": tmp_path / "same.jsonl"}
+    argv = [str(files.get(a, a)) for a in args]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "out" / "manifest.json").exists()

@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", help="a known dataset: digits, mnist, fashion_mnist, cifar10, cifar100, "
                                           "noisy_agnews")  # fmt: skip
     source.add_argument("--data", metavar="FILE_OR_FOLDER", help="image .npz (images, labels), image folder "
-                        "(<class>/<image>), text .csv/.jsonl[.gz], or features .npy (with --labels)")  # fmt: skip
+                        "(<class>/<image>), text .csv/.jsonl[.gz], preference pairs .csv/.jsonl (chosen, rejected) or (N, 2, D) .npy, "
+                        "or features .npy (with --labels)")  # fmt: skip
     p.add_argument("--split", default="train", choices=("train", "test"), help="split of --dataset")
     p.add_argument("--root", help="folder holding --dataset in an upstream layout")
     p.add_argument("--labels", metavar="FILE", help="labels to audit instead of the data's own: .npy, .csv, "
@@ -192,6 +193,8 @@ class Audit:
         from robustlabels.audit.simifeat import simifeat
 
         features, what = self.knn_features()
+        if features.ndim == 3:  # pairs: a swap negates the preference direction, which the neighbours vote on
+            features, what = np.ascontiguousarray(features[:, 0] - features[:, 1]), f"{what} (side 0 minus side 1)"
         result = simifeat(features, self.data.labels, num_classes=self.data.num_classes, k=self.args.k,
                           rule=self.args.rule, rounds=self.args.rounds, seed=self.args.seed, index=self.args.index,
                           threads=self.args.threads)  # fmt: skip

@@ -60,10 +60,16 @@ def from_path(
     suffixes = "".join(s.lower() for s in p.suffixes[-2:])
     if p.is_dir():
         data = read_image_folder(p)
+    elif suffixes.endswith((".csv", ".csv.gz", ".jsonl", ".jsonl.gz")) and is_pair_table(p):
+        data = read_pair_table(p)
     elif suffixes.endswith((".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json.gz", ".json")):
         data = read_text_table(p, text_column=text_column, label_column=label_column)
     elif p.suffix.lower() == ".npz":
         data = read_image_npz(p)
+    elif p.suffix.lower() == ".npy" and not labels_given and load_npy(p, what="--data", mmap=True).ndim == 3:
+        from robustlabels.data.pairs import read_pair_array
+
+        data = pair_audit_data(read_pair_array(p), None, str(p))
     elif p.suffix.lower() == ".npy":
         if not labels_given:
             raise InputError(f"--data {str(p)!r} holds features only: give their labels with --labels FILE")
@@ -144,6 +150,40 @@ def read_image_folder(root: Path) -> AuditData:
             raise InputError(f"--data image {str(file)!r} is not readable: {err}") from None
     labels = np.array([c for _, c in files], dtype=np.int64)
     return AuditData(labels, len(classes), classes, images=np.stack(images), source=str(root))
+
+
+PAIR_CLASSES = ["first side preferred", "second side preferred"]
+
+
+def is_pair_table(path: Path) -> bool:
+    """Whether a ``.csv``/``.jsonl`` holds preference pairs: its first row has ``chosen`` and ``rejected``."""
+    from robustlabels.data.tables import table_format, table_records
+
+    try:
+        _, row = next(table_records(path, table_format(path)))
+    except StopIteration:
+        return False
+    return "chosen" in row and "rejected" in row
+
+
+def read_pair_table(path: Path) -> AuditData:
+    """Preference pairs (docs/pairs.md), audited as the pair encoding: MiniLM features ``(N, 2, D)`` with the side
+    order drawn once (seed 0) and the label = the side the file says is preferred. A flagged pair is one whose
+    chosen and rejected look swapped."""
+    from robustlabels.data.pairs import pair_text_features, read_pairs
+
+    pairs = read_pairs(path)
+    (chosen, rejected), = pair_text_features([pairs], features="minilm")
+    texts = [f"chosen: {c[:300]} | rejected: {r[:300]}" for c, r in zip(pairs.chosen, pairs.rejected, strict=True)]
+    return pair_audit_data(np.stack([chosen, rejected], axis=1), texts, str(path))
+
+
+def pair_audit_data(sides: np.ndarray, texts: list[str] | None, source: str) -> AuditData:
+    """``sides (N, 2, D)``, chosen first, as audit data: inputs in the drawn side order, labels the chosen side."""
+    from robustlabels.data.pairs import orient
+
+    inputs, labels = orient(sides[:, 0], sides[:, 1], seed=0)
+    return AuditData(labels, 2, list(PAIR_CLASSES), features=inputs, texts=texts, source=f"{source} (preference pairs)")
 
 
 def read_text_table(path: Path, *, text_column: str, label_column: str) -> AuditData:

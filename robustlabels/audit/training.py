@@ -57,19 +57,22 @@ class ArrayDataModule(NoisyLabelDataModule):
 
 
 def input_shape(inputs: np.ndarray) -> tuple[int, ...]:
-    """One sample's model shape: ``(1, H, W)`` grey, ``(3, H, W)`` RGB, ``(D,)`` features."""
+    """One sample's model shape: ``(1, H, W)`` grey, ``(3, H, W)`` RGB, ``(D,)`` features, ``(2, D)`` pairs."""
     if inputs.dtype == np.uint8 and inputs.ndim == 3:
         return (1, *inputs.shape[1:])
     if inputs.dtype == np.uint8 and inputs.ndim == 4:
         return (inputs.shape[3], *inputs.shape[1:3])
-    return (inputs.shape[1],)
+    return tuple(inputs.shape[1:])
 
 
 def default_fit_config(inputs: np.ndarray, method: str) -> Path:
     """The bundled config for ``inputs`` (``robustlabels/configs/audit/``, package data): a small CNN for images
-    (an MLP below 16 px, where its 5×5 convolutions do not fit), an MLP for features; with ELR for ``dynamics``."""
+    (an MLP below 16 px, where its 5×5 convolutions do not fit), an MLP for features, a Bradley–Terry reward MLP
+    for pairs ``(N, 2, D)``; with ELR for ``dynamics`` (not for pairs)."""
     kind = "cnn" if inputs.dtype == np.uint8 and min(inputs.shape[1:3]) >= 16 else "mlp"
     name = f"audit/{kind}_{'elr' if method == 'dynamics' else 'ce'}"
+    if inputs.dtype != np.uint8 and inputs.ndim == 3:
+        name = "audit/pairs_bt"
     path = packaged_config(name)
     if path is None:
         raise InputError(f"the bundled fit config {name!r} is missing from the installed package")

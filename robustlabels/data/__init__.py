@@ -7,6 +7,7 @@ from robustlabels.data.images import (
     FashionMNISTDataModule,
     MNISTDataModule,
 )
+from robustlabels.data.pairs import HHRLHFDataModule, IMDBPrefDataModule, PairDataModule
 from robustlabels.data.synthetic import BlobsDataModule
 from robustlabels.data.tables import FeatureTableDataModule, SpamDataModule
 from robustlabels.data.text import NoisyAGNewsDataModule
@@ -17,8 +18,11 @@ __all__ = [
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "FeatureTableDataModule",
+    "HHRLHFDataModule",
+    "IMDBPrefDataModule",
     "MNISTDataModule",
     "NoisyAGNewsDataModule",
     "NoisyLabelDataModule",
+    "PairDataModule",
     "SpamDataModule",
 ]

@@ -93,7 +93,7 @@ def _open_text(path: Path) -> IO[str]:
     return open(path, encoding="utf-8", newline="")
 
 
-def _records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def table_records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, row)`` of a table file; a row maps column names to values."""
     with _open_text(path) as f:
         if kind == ".jsonl":
@@ -163,7 +163,7 @@ def read_text_table(
     ids: list[int] = []
     text_key = text_column
     try:
-        for lineno, row in _records(p, kind):
+        for lineno, row in table_records(p, kind):
             if text_key is None:  # the first row decides which default column holds the text
                 text_key = next((c for c in TEXT_COLUMNS if c in row), None)
                 if text_key is None:

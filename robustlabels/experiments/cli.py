@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=_seeds, metavar="K[,..]", help="run only these of the suite's seeds")
     parser.add_argument("--limit-epochs", type=int, metavar="N", help="set trainer.max_epochs (smoke tests)")
     parser.add_argument("--data-fake", action="store_true", help="set data.init_args.fake: true (smoke tests)")
+    parser.add_argument("--reuse-processes", action="store_true",
+                        help="run cells in --jobs long-lived workers that import Lightning once (many short cells)")
     parser.add_argument("--fail-fast", action="store_true", help="start no new cell after a failure")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and whether they are done")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from finished cells")
@@ -115,7 +117,7 @@ def main(args: Sequence[str] | None = None) -> int:
           f"{threads_per_job(ns.jobs)} thread(s) each -> {out}", flush=True)  # fmt: skip
     try:
         stats = run_suite(suite, cells, out, jobs=ns.jobs, fail_fast=ns.fail_fast, extra=extra,
-                          after_cell=lambda _: report(curves=False))  # fmt: skip
+                          after_cell=lambda _: report(curves=False), reuse_processes=ns.reuse_processes)  # fmt: skip
     except KeyboardInterrupt:
         report()
         print("interrupted; rerun the same command to resume", file=sys.stderr)

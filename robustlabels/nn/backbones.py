@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -228,6 +229,45 @@ class TimmBackbone(Backbone):
                 return
 
 
+@BACKBONES.register("pairwise")
+class PairwiseScorer(Backbone):
+    """A reward model for preference pairs: one shared scorer ``r`` on each side of a ``(B, 2, ...)`` pair.
+
+    The two logits are ``(s/2, −s/2)`` with ``s = r(x_0) − r(x_1)``, so ``softmax`` gives ``P(side 0 preferred) =
+    σ(s)`` and cross-entropy is exactly the Bradley–Terry loss (docs/pairs.md). Features are the two sides'
+    scorer features side by side, ``(B, 2·H)``.
+
+    Args:
+        scorer: the backbone of ``r`` (any name of this registry), built with one output.
+        **scorer_kwargs: its options (``hidden``, ``depth``, ...); the default scorer is an MLP with one hidden
+            layer of 256 units (CRM-style benchmark: 384 → 256 → 1).
+
+    Reference: Bradley & Terry, "Rank Analysis of Incomplete Block Designs", Biometrika 1952.
+    """
+
+    def __init__(self, *, input_shape: Sequence[int], num_classes: int, scorer: str = "mlp",
+                 **scorer_kwargs: Any) -> None:  # fmt: skip
+        super().__init__()
+        if num_classes != 2 or len(input_shape) < 2 or input_shape[0] != 2:
+            raise InputError(f"the pairwise backbone scores pairs: it needs inputs shaped (2, ...) and 2 classes; "
+                             f"got input_shape {tuple(input_shape)}, num_classes {num_classes}")  # fmt: skip
+        if scorer == "mlp":
+            scorer_kwargs.setdefault("depth", 1)
+        self.scorer = create_backbone(scorer, input_shape=input_shape[1:], num_classes=1, **scorer_kwargs)
+        self.feature_dim = 2 * self.scorer.feature_dim
+
+    def forward_features(self, x: Tensor) -> Tensor:  # (B, 2, ...) -> (B, 2H)
+        return self.scorer.forward_features(x.flatten(0, 1)).view(len(x), self.feature_dim)
+
+    def forward_head(self, features: Tensor) -> Tensor:  # (B, 2H) -> (B, 2) = (s/2, -s/2)
+        rewards = self.scorer.forward_head(features.view(2 * len(features), -1)).view(len(features), 2)
+        half = 0.5 * (rewards[:, 0] - rewards[:, 1])
+        return torch.stack([half, -half], dim=1)
+
+    def linear_head(self) -> nn.Linear:
+        raise InputError("nested dropout does not apply to the pairwise backbone (its head is a reward difference)")
+
+
 def create_backbone(
     name: str, *, input_shape: Sequence[int], num_classes: int, **kwargs: Any
 ) -> Backbone:
@@ -250,4 +290,4 @@ def create_backbone(
         raise InputError(f"bad `backbone_kwargs` for backbone {name!r}: {err}") from None
 
 
-__all__ = ["BACKBONES", "CNN9", "MLP", "Backbone", "PreActResNet18", "SmallCNN", "TimmBackbone", "create_backbone"]
+__all__ = ["BACKBONES", "CNN9", "MLP", "Backbone", "PairwiseScorer", "PreActResNet18", "SmallCNN", "TimmBackbone", "create_backbone"]

@@ -6,6 +6,7 @@ transpose). Noise is data: draw it once with a seed and save it with the run.
 
 from __future__ import annotations
 
+from robustlabels.noise.pairs import DifficultySwapNoise, SystematicAnnotatorNoise, calibrate_beta
 from robustlabels.noise.sample import (
     NoisyLabels,
     flips_per_class,
@@ -42,6 +43,7 @@ __all__ = [
     "CIFAR10_ASYMMETRIC_VARIANTS",
     "CIFAR100_COARSE_OF_FINE",
     "Cifar10AsymmetricNoise",
+    "DifficultySwapNoise",
     "Cifar100AsymmetricNoise",
     "InstanceDependentNoise",
     "LabelsFile",
@@ -51,7 +53,9 @@ __all__ = [
     "NoisyLabels",
     "PairFlipNoise",
     "SymmetricNoise",
+    "SystematicAnnotatorNoise",
     "cifar10_asymmetric_transition",
+    "calibrate_beta",
     "cifar100_asymmetric_transition",
     "flips_per_class",
     "instance_dependent_noise",

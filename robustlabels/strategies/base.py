@@ -9,8 +9,8 @@
    back-propagates and steps the networks' optimizer) or, with ``manual_optimization``,
    :meth:`Strategy.manual_step` (the strategy updates through a :class:`ManualStep`);
 5. :meth:`Strategy.after_optimizer_step` after every update of the networks, in both modes;
-6. :meth:`Strategy.on_train_epoch_end` each epoch and :meth:`Strategy.diagnostics` at the end of fit (both for
-   evaluation: what they return is logged and saved, never trained on).
+6. :meth:`Strategy.on_train_epoch_end` each epoch, :meth:`Strategy.diagnostics` and :meth:`Strategy.sample_table`
+   at the end of fit (all for evaluation: what they return is logged and saved, never trained on).
 
 A strategy never holds the module: what it may touch arrives as arguments.
 """
@@ -162,6 +162,12 @@ class Strategy(nn.Module, ABC):
 
     def diagnostics(self) -> dict[str, Any]:
         """JSON-able detail written to the run folder as ``diagnostics.json`` at the end of fit."""
+        return {}
+
+    def sample_table(self) -> Mapping[str, Tensor]:
+        """Per training sample ``{column: (N,)}``, written as the run's ``issues.csv`` at the end of fit (an audit
+        by-product, evaluation only): a ``suspicion`` column (higher = more likely mislabelled) ranks the rows,
+        an optional bool ``flagged`` marks the strategy's verdict. Empty: no table."""
         return {}
 
 

@@ -339,6 +339,25 @@ def test_smoke_suite_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Captu
     assert "ran with a different config" in capsys.readouterr().err
 
 
+def test_reused_worker_processes_run_cells_like_subprocesses(tmp_path: Path) -> None:
+    """--reuse-processes: the same results as fit subprocesses, in one worker; a failing cell is recorded and the
+    worker goes on with the next."""
+    out = tmp_path / "reuse"
+    flags = ["--suite", "smoke", "--settings", "symmetric-0.4", "--seeds", "0", "--limit-epochs", "1"]
+    assert run_cli(*flags, "--out", str(out), "--reuse-processes") == 0
+    assert run_cli(*flags, "--out", str(tmp_path / "sub")) == 0
+    for name in ("cross_entropy", "oracle"):
+        cell = Cell("digits", "symmetric-0.4", name, 0).path
+        a, b = (json.loads((root / cell / "run" / "version_0" / "metrics.json").read_text()) for root in (out, tmp_path / "sub"))
+        assert a["summary"]["final_test_acc"] == b["summary"]["final_test_acc"]
+        assert "robustlabels: " in (out / cell / "log.txt").read_text()  # the fit's own output went to the log
+    suite = load_suite("smoke")
+    cells = grid(suite, settings=["symmetric-0.4"], seeds=[1])
+    stats = runner.run_suite(suite, cells, out, extra={"model": {"strategy": {"class_path": "NoSuchStrategy"}}},
+                             reuse_processes=True)  # fmt: skip
+    assert len(stats.failed) == 2 and all("NoSuchStrategy" in o.error for o in stats.failed)
+
+
 @pytest.mark.slow
 def test_cifar10_suite_smoke_on_fake_data(tmp_path: Path) -> None:
     out = tmp_path / "c10"
