@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,7 +133,7 @@ class AccuracyByRewardGap(pl.Callback):
                              side="right") - 1, 0, len(edges) - 2)])  # fmt: skip
         by_gap = {f"{g:g}" if isinstance(g, float | np.floating) else str(g): {"pairs": int((gaps == g).sum()),
                   "accuracy": float(correct[gaps == g].mean())} for g in np.unique(gaps)}  # fmt: skip
-        self.result = {"overall": {"pairs": int(len(correct)), "accuracy": float(correct.mean())}, "by_gap": by_gap}
+        self.result = {"overall": {"pairs": len(correct), "accuracy": float(correct.mean())}, "by_gap": by_gap}
         run_dir = RunSummary().run_dir(trainer)
         if run_dir is not None:
             atomic_write_text(run_dir / "accuracy_by_gap.json", json.dumps(self.result, indent=1) + "\n")

@@ -45,8 +45,8 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", help="a known dataset: digits, mnist, fashion_mnist, cifar10, cifar100, "
                                           "noisy_agnews")  # fmt: skip
     source.add_argument("--data", metavar="FILE_OR_FOLDER", help="image .npz (images, labels), image folder "
-                        "(<class>/<image>), text .csv/.jsonl[.gz], preference pairs .csv/.jsonl (chosen, rejected) or (N, 2, D) .npy, "
-                        "or features .npy (with --labels)")  # fmt: skip
+                        "(<class>/<image>), text .csv/.jsonl[.gz], preference pairs .csv/.jsonl (chosen, rejected) or "
+                        "(N, 2, D) .npy, or features .npy (with --labels)")  # fmt: skip
     p.add_argument("--split", default="train", choices=("train", "test"), help="split of --dataset")
     p.add_argument("--root", help="folder holding --dataset in an upstream layout")
     p.add_argument("--labels", metavar="FILE", help="labels to audit instead of the data's own: .npy, .csv, "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -99,8 +100,13 @@ def _score(row: dict[str, Any], name: str, where: str) -> float:
         raise InputError(f"{where}: field {name!r} must be a number; got {row[name]!r}") from None
 
 
-def read_pairs(path: str | Path) -> PreferencePairs:
+def read_pairs(path: str | Path, *, skip_inconsistent: bool = False) -> PreferencePairs:
     """Preference pairs from a ``.jsonl`` or ``.csv`` file (see the module docstring for the fields).
+
+    Args:
+        skip_inconsistent: leave out, with one warning naming their lines, the pairs whose two responses are
+            identical or whose dialogue prompts differ, instead of refusing the file (5 of the 2,312 pairs of
+            HH-RLHF harmless-base test have a turn of the chosen dialogue glued into the previous one).
 
     Raises:
         InputError: one line naming the file, line and field: a missing ``chosen``/``rejected``, a pair whose
@@ -112,7 +118,7 @@ def read_pairs(path: str | Path) -> PreferencePairs:
     kind = table_format(p)
     if kind == ".tsv":
         raise InputError(f"{str(p)!r}: pairs are read from .jsonl or .csv files; got .tsv")
-    prompts, chosen, rejected, scores = [], [], [], []
+    prompts, chosen, rejected, scores, skipped = [], [], [], [], []
     for lineno, row in table_records(p, kind):
         where = f"{str(p)!r} line {lineno}"
         for name in ("chosen", "rejected"):
@@ -122,17 +128,25 @@ def read_pairs(path: str | Path) -> PreferencePairs:
         prompt = row.get("prompt")
         if prompt is None and prompt_c is None:  # whole dialogues: the prompt is their shared part
             (prompt_c, c), (prompt_r, r) = split_dialogue(c, where), split_dialogue(r, where)
-        if prompt is None:
-            if prompt_c != prompt_r:
-                raise InputError(f"{where}: the prompt differs between the chosen and the rejected side")
-            prompt = prompt_c
-        if c == r:
-            raise InputError(f"{where}: the chosen and rejected responses are identical")
+        problem = None
+        if prompt is None and prompt_c != prompt_r:
+            problem = "the prompt differs between the chosen and the rejected side"
+        elif c == r:
+            problem = "the chosen and rejected responses are identical"
+        if problem is not None and skip_inconsistent:
+            skipped.append(lineno)
+            continue
+        if problem is not None:
+            raise InputError(f"{where}: {problem}")
+        prompt = prompt_c if prompt is None else prompt
         prompts.append(str(prompt or ""))
         chosen.append(c)
         rejected.append(r)
         if all(k in row for k in SCORE_FIELDS):
             scores.append(_score(row, SCORE_FIELDS[0], where) - _score(row, SCORE_FIELDS[1], where))
+    if skipped:
+        warnings.warn(f"{str(p)!r}: left out {len(skipped)} pairs with identical responses or differing prompts "
+                      f"(lines {', '.join(map(str, skipped))})", stacklevel=2)  # fmt: skip
     if not chosen:
         raise InputError(f"{str(p)!r}: no pairs")
     gap = np.array(scores) if len(scores) == len(chosen) else None
@@ -167,11 +181,18 @@ def orient(chosen: np.ndarray, rejected: np.ndarray, *, seed: int, split: int = 
     return np.stack([first, second], axis=1).astype(np.float32), targets
 
 
+PROMPT_CHARS = 1000  # the end of a prompt that is embedded: the turns nearest the response (MiniLM reads 256 tokens)
+
+
 def pair_text_features(
     splits: list[PreferencePairs], *, features: PairFeatures, max_features: int | None = 2000,
     cache_dir: str | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(chosen (N, D), rejected (N, D))`` features of every split, the training split first."""
+    """``(chosen (N, D), rejected (N, D))`` features of every split, the training split first.
+
+    MiniLM features of a side are ``[prompt, response]`` embeddings side by side when the data has prompts (the
+    last :data:`PROMPT_CHARS` characters of the prompt), else the response's alone.
+    """
     check_choice("features", features, ("minilm", "tfidf"))
     if features == "tfidf":
         texts = [[*s.chosen, *s.rejected] for s in splits]
@@ -183,7 +204,7 @@ def pair_text_features(
         emb = text_features.encode_texts([*s.chosen, *s.rejected], cache_dir=cache_dir)
         chosen, rejected = emb[: len(s)], emb[len(s) :]
         if with_prompts:
-            prompt = text_features.encode_texts(s.prompts, cache_dir=cache_dir)
+            prompt = text_features.encode_texts([p[-PROMPT_CHARS:] for p in s.prompts], cache_dir=cache_dir)
             chosen, rejected = np.hstack([prompt, chosen]), np.hstack([prompt, rejected])
         out.append((chosen, rejected))
     return out
@@ -237,7 +258,8 @@ class PairDataModule(NoisyLabelDataModule):
     def read_pairs(self) -> dict[str, PreferencePairs]:
         for split in ("train", "test"):
             if self.files[split] is None:
-                raise InputError(f"{type(self).__name__} needs `{split}`: a pairs file (.jsonl, .csv) or (N, 2, D) .npy")
+                raise InputError(f"{type(self).__name__} needs `{split}`: a pairs file (.jsonl, .csv) or "
+                                 "(N, 2, D) .npy")  # fmt: skip
         return {split: read_pairs(path) for split, path in self.files.items() if path is not None}
 
     def has_validation_split(self) -> bool:
@@ -263,9 +285,13 @@ class PairDataModule(NoisyLabelDataModule):
         widths = {s: c.shape[1] for s, (c, _) in sides.items()}
         if len(set(widths.values())) != 1:
             raise InputError(f"{type(self).__name__}: the splits' pair features differ in width: {widths}")
-        out = {}
-        for i, (split, (chosen, rejected)) in enumerate(sides.items()):
-            out[split] = orient(chosen, rejected, seed=self.order_seed, split=i)
+        return self._orient(sides)
+
+    def _orient(self, sides: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every split's ``(chosen, rejected)`` features in the drawn side order; the gaps and the training
+        covariates (side 0 minus side 1) from :attr:`pairs`."""
+        out = {split: orient(chosen, rejected, seed=self.order_seed, split=i)
+               for i, (split, (chosen, rejected)) in enumerate(sides.items())}  # fmt: skip
         self.gaps = {s: p.reward_gap for s, p in self.pairs.items() if p.reward_gap is not None}
         train = self.pairs.get("train")
         if train is not None:
@@ -491,10 +517,10 @@ class IMDBPrefDataModule(PairDataModule):
     def read_pairs(self) -> dict[str, PreferencePairs]:
         self.reviews = reviews = read_imdb_reviews(self.root)
         self.indices = imdb_pref_pairs(reviews, max_pairs_per_movie=self.max_pairs_per_movie, seed=self.pair_seed)
-        texts = reviews.texts
+        texts, ratings = reviews.texts, reviews.ratings.astype(np.float64)
         return {split: PreferencePairs([""] * len(ix), [texts[a] for a in ix[:, 0]], [texts[b] for b in ix[:, 1]],
-                                       reviews.source, reward_gap=(reviews.ratings[ix[:, 0]] - reviews.ratings[ix[:, 1]])
-                                       .astype(np.float64), group=[reviews.movies[a] for a in ix[:, 0]])
+                                       reviews.source, reward_gap=ratings[ix[:, 0]] - ratings[ix[:, 1]],
+                                       group=[reviews.movies[a] for a in ix[:, 0]])
                 for split, ix in self.indices.items()}  # fmt: skip
 
     def _build_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -504,15 +530,7 @@ class IMDBPrefDataModule(PairDataModule):
         self.pairs = self.read_pairs()
         assert self.reviews is not None
         emb = text_features.encode_texts(self.reviews.texts, cache_dir=self.cache_dir)
-        out = {}
-        for i, (split, ix) in enumerate(self.indices.items()):
-            out[split] = orient(emb[ix[:, 0]], emb[ix[:, 1]], seed=self.order_seed, split=i)
-        sign = np.where(out["train"][1] == 0, 1.0, -1.0)
-        train = self.pairs["train"]
-        self.gaps = {s: p.reward_gap for s, p in self.pairs.items() if p.reward_gap is not None}
-        assert train.reward_gap is not None
-        self.covariates = {"length_gap": train.length_gap() * sign, "reward_gap": train.reward_gap * sign}
-        return out
+        return self._orient({split: (emb[ix[:, 0]], emb[ix[:, 1]]) for split, ix in self.indices.items()})
 
 
 
@@ -523,7 +541,8 @@ HH_FILE = "harmless-base_test.jsonl.gz"
 class HHRLHFDataModule(PairDataModule):
     """Anthropic HH-RLHF pairs (default: the harmless-base test split of the shared data, 2,312 human pairs),
     split ``test_fraction`` (seeded) into training and test pairs. Real human preferences: there is no clean
-    truth, so the given labels are also the "clean" ones and only accuracy is meaningful.
+    truth, so the given labels are also the "clean" ones and only accuracy is meaningful. Pairs whose dialogue
+    prompts differ or whose responses are identical are left out with a warning (5 in harmless-base test).
 
     Args:
         path: the ``.jsonl[.gz]`` file; default: ``hh_rlhf/harmless-base_test.jsonl.gz`` in the usual places.
@@ -540,12 +559,18 @@ class HHRLHFDataModule(PairDataModule):
 
     def read_pairs(self) -> dict[str, PreferencePairs]:
         path = Path(self.path) if self.path else _find_hh()
-        pairs = read_pairs(path)
+        pairs = read_pairs(path, skip_inconsistent=True)
         order = np.random.default_rng(self.split_seed).permutation(len(pairs))
         cut = round(len(pairs) * (1 - self.test_fraction))
-        pick = lambda ix: PreferencePairs(*([v[i] for i in sorted(ix)] for v in (pairs.prompts, pairs.chosen,
-                                                                              pairs.rejected)), pairs.source)  # noqa: E731
-        return {"train": pick(order[:cut]), "test": pick(order[cut:])}
+        return {"train": subset(pairs, order[:cut]), "test": subset(pairs, order[cut:])}
+
+
+def subset(pairs: PreferencePairs, rows: np.ndarray) -> PreferencePairs:
+    """The pairs at ``rows`` (in file order)."""
+    rows = np.sort(rows)
+    gap = None if pairs.reward_gap is None else pairs.reward_gap[rows]
+    prompts, chosen, rejected = ([values[i] for i in rows] for values in (pairs.prompts, pairs.chosen, pairs.rejected))
+    return PreferencePairs(prompts, chosen, rejected, pairs.source, reward_gap=gap)
 
 
 def _find_hh() -> Path:

@@ -1,4 +1,5 @@
-"""Running cells, each as a ``robustlabels.fit`` subprocess (or in reused worker processes), and the on-disk state that makes a suite resumable.
+"""Running cells, each as a ``robustlabels.fit`` subprocess (or in reused worker processes), and the on-disk state
+that makes a suite resumable.
 
 A cell's folder is ``<out>/<cell.path>``: ``config.yaml`` (the merged config it ran with), ``log.txt``, the
 fit's run folder ``run/version_0/`` (``metrics.json`` there marks the cell done) and, after a failure,
@@ -19,8 +20,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from multiprocessing import get_context
+from pathlib import Path
 from typing import IO, Any, Literal
 
 import yaml
@@ -147,25 +148,28 @@ def run_cell(cell: Cell, out: Path, config: dict[str, Any], threads: int, *, in_
 
 
 def _fit_here(args: list[str], log: IO[str]) -> int:
-    """``robustlabels.fit.main(args)`` in this process, its stdout and stderr (file descriptors 1 and 2, so
-    Lightning's and torch's output too) sent to ``log``; the exit code (1 after an uncaught exception)."""
+    """``python -m robustlabels.fit ARGS`` in this process (``runpy``, as ``-m`` runs it: the entry point is not
+    imported), its stdout and stderr (file descriptors 1 and 2, so Lightning's and torch's output too) sent to
+    ``log``; the exit code (1 after an uncaught exception)."""
+    import runpy
     import traceback
-
-    from robustlabels.fit import main
 
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved, argv = (os.dup(1), os.dup(2)), sys.argv
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
+    sys.argv = ["robustlabels.fit", *args]
     try:
-        return main(args)
+        runpy.run_module("robustlabels.fit", run_name="__main__", alter_sys=False)
+        return 0
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
     except Exception:  # a crashing cell must not take the worker (and the suite) down
         traceback.print_exc()
         return 1
     finally:
+        sys.argv = argv
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)

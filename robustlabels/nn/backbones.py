@@ -290,4 +290,5 @@ def create_backbone(
         raise InputError(f"bad `backbone_kwargs` for backbone {name!r}: {err}") from None
 
 
-__all__ = ["BACKBONES", "CNN9", "MLP", "Backbone", "PairwiseScorer", "PreActResNet18", "SmallCNN", "TimmBackbone", "create_backbone"]
+__all__ = ["BACKBONES", "CNN9", "MLP", "Backbone", "PairwiseScorer", "PreActResNet18", "SmallCNN", "TimmBackbone",
+           "create_backbone"]  # fmt: skip

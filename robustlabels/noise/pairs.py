@@ -21,7 +21,10 @@ from robustlabels.noise.sample import NoisyLabels, noisy_labels_from, validate_l
 from robustlabels.noise.spec import NoiseModel
 
 
-def _pair_inputs(model: NoiseModel, labels: np.ndarray, num_classes: int, features: np.ndarray | None) -> np.ndarray:
+def _pair_inputs(
+    model: DifficultySwapNoise | SystematicAnnotatorNoise, labels: np.ndarray, num_classes: int,
+    features: np.ndarray | None,
+) -> np.ndarray:
     """Validated ``(N,)`` targets and the ``(N,)`` covariate of a pair noise model."""
     if num_classes != 2:
         raise InputError(f"{type(model).__name__} corrupts preference pairs (2 classes); got num_classes={num_classes}")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from robustlabels.data.pairs import (
+    HHRLHFDataModule,
     IMDBPrefDataModule,
     PairDataModule,
     Reviews,
@@ -68,7 +69,7 @@ def test_csv_pairs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"prompt": "p", "chosen": "same", "rejected": "same"}, "line 2: the chosen and rejected responses are identical"),
+        ({"prompt": "p", "chosen": "same", "rejected": "same"}, "line 2: the chosen and rejected responses are"),
         ({"prompt": "p", "chosen": "a"}, "line 2: missing field 'rejected'"),
         ({"chosen": dialogue("x", "a"), "rejected": dialogue("y", "b")}, "line 2: the prompt differs between"),
         ({"chosen": "no turns", "rejected": "at all"}, "line 2: a dialogue without prompt has no 'Assistant:'"),
@@ -98,8 +99,9 @@ def test_orient_puts_the_chosen_side_where_the_target_says_and_is_balanced() -> 
     assert inputs.shape == (1000, 2, 2) and 420 < targets.sum() < 580
     rows = np.arange(1000)
     assert np.array_equal(inputs[rows, targets], chosen) and np.array_equal(inputs[rows, 1 - targets], rejected)
-    again, targets_again = orient(chosen, rejected, seed=3)
-    assert np.array_equal(targets, targets_again) and not np.array_equal(targets, orient(chosen, rejected, seed=4)[1])
+    _, targets_again = orient(chosen, rejected, seed=3)
+    assert np.array_equal(targets, targets_again)
+    assert not np.array_equal(targets, orient(chosen, rejected, seed=4)[1])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -221,3 +223,76 @@ def test_imdb_pref_from_the_shared_data_matches_the_documented_counts() -> None:
     assert sizes == {"train": 30_108, "val": 4_259, "test": 8_854}  # docs/pairs.md
     # the research note's split (another permutation of the same protocol) gave 30,039 / 4,616 / 8,566
     assert all(abs(sizes[s] / n - 1) < 0.1 for s, n in {"train": 30_039, "val": 4_616, "test": 8_566}.items())
+
+
+def test_hh_module_splits_dialogues_into_train_and_test(tmp_path: Path) -> None:
+    rows = [{"chosen": dialogue(f"q {i}", f"helpful answer {i}"), "rejected": dialogue(f"q {i}", f"no {i}")}
+            for i in range(50)]  # fmt: skip
+    dm = HHRLHFDataModule(str(write_jsonl(tmp_path / "hh.jsonl", rows)), features="tfidf", test_fraction=0.2)
+    dm.setup()
+    assert len(dm.datasets["test"]) == 10 and len(dm.datasets["train"]) + len(dm.datasets["val"]) == 40
+    assert dm.pairs["train"].prompts[0].endswith("\n\nAssistant:") and dm.noisy is not None
+    assert dm.noisy.realized_rate == 0.0  # human labels as given: no synthetic noise unless asked
+
+
+def test_accuracy_by_reward_gap_callback(tmp_path: Path, quiet_trainer: dict) -> None:
+    import pytorch_lightning as pl
+
+    from robustlabels.callbacks import AccuracyByRewardGap
+    from robustlabels.module import RobustModule
+    from robustlabels.strategies import BradleyTerry
+
+    dm = pairs_module(tmp_path, val_fraction=0.2)
+    module = RobustModule(BradleyTerry(), backbone="pairwise", backbone_kwargs={"hidden": 8}, num_classes=2,
+                          input_shape=dm.input_shape)  # fmt: skip
+    callback = AccuracyByRewardGap()
+    pl.Trainer(max_epochs=3, callbacks=[callback], **quiet_trainer).fit(module, datamodule=dm)
+    assert callback.result is not None
+    by_gap = callback.result["by_gap"]
+    assert set(by_gap) == {"1", "2", "3"} and sum(v["pairs"] for v in by_gap.values()) == 20
+    overall = sum(v["pairs"] * v["accuracy"] for v in by_gap.values()) / 20
+    assert overall == pytest.approx(callback.result["overall"]["accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"prompt": "p", "chosen": "a"}\n', "line 1: missing field 'rejected'"),
+        ('{"prompt": "p", "chosen": "a", "rejected": "a"}\n', "line 1: the chosen and rejected responses are"),
+        (json.dumps({"chosen": dialogue("x", "a"), "rejected": dialogue("y", "b")}) + "\n",
+         "line 1: the prompt differs between the chosen and the rejected side"),
+        ("NPY", "must hold an array shaped (N, 2, D); got (5, 4)"),
+    ],
+)  # fmt: skip
+def test_fit_on_bad_pairs_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str,
+                                                message: str) -> None:  # fmt: skip
+    from robustlabels.fit import main
+
+    if content == "NPY":
+        path = tmp_path / "bad.npy"
+        np.save(path, np.ones((5, 4)))
+    else:
+        path = tmp_path / "bad.jsonl"
+        path.write_text(content, encoding="utf-8")
+    config = tmp_path / "pairs.yaml"
+    config.write_text(json.dumps({
+        "trainer": {"logger": False, "fast_dev_run": True},
+        "model": {"backbone": "pairwise", "strategy": {"class_path": "BradleyTerry"}},
+        "data": {"class_path": "PairDataModule", "init_args": {"train": str(path), "test": str(path),
+                                                               "features": "tfidf"}},
+    }))  # fmt: skip
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "bad." in err[0]
+
+
+def test_inconsistent_pairs_can_be_left_out_with_a_warning(tmp_path: Path) -> None:
+    rows = [{"chosen": dialogue("a", "yes"), "rejected": dialogue("a", "no")},
+            {"chosen": dialogue("a", "yes"), "rejected": dialogue("b", "no")},
+            {"chosen": dialogue("c", "same"), "rejected": dialogue("c", "same")}]  # fmt: skip
+    path = write_jsonl(tmp_path / "hh.jsonl", rows)
+    with pytest.warns(UserWarning, match=r"left out 2 pairs .*\(lines 2, 3\)"):
+        pairs = read_pairs(path, skip_inconsistent=True)
+    assert pairs.chosen == ["yes"]
+    with pytest.raises(InputError, match="line 2: the prompt differs"):
+        read_pairs(path)

@@ -148,7 +148,7 @@ def test_a_setting_can_limit_its_strategies_and_x_keys_hold_anchors(tmp_path: Pa
         (one_dataset(settings=[]), "non-empty list"),
         ({"strategies": {"ce": {}}}, "strategy key 'ce' must be a registry name or <registry name>-<variant>"),
         ({"strategies": {"neighbor_consistency-": {}}}, "strategy key 'neighbor_consistency-' must be"),
-        ({"strategies": {"ncr-dataset": {}}}, "registry names: adaptive_k, co_teaching, cross_entropy"),
+        ({"strategies": {"ncr-dataset": {}}}, "registry names: adaptive_k, bradley_terry, co_teaching"),
     ],
 )
 def test_bad_suites_give_one_line_errors(tmp_path: Path, change: dict[str, Any], message: str) -> None:
@@ -180,7 +180,7 @@ def test_shipped_suites_and_their_configs_are_package_data(tmp_path: Path, monke
         for dataset, spec in suite.datasets.items():
             assert base_config_path(suite, dataset) == package_path(spec.config)
         assert all(build_config(suite, cell) for cell in grid(suite, seeds=suite.seeds[:1]))
-    with pytest.raises(InputError, match="suite 'nope' not found; known suites: cifar10-gpu, cpu, smoke"):
+    with pytest.raises(InputError, match="suite 'nope' not found; known suites: cifar10-gpu, cpu, pairs-cpu, smoke"):
         load_suite("nope")
 
 
@@ -348,7 +348,8 @@ def test_reused_worker_processes_run_cells_like_subprocesses(tmp_path: Path) -> 
     assert run_cli(*flags, "--out", str(tmp_path / "sub")) == 0
     for name in ("cross_entropy", "oracle"):
         cell = Cell("digits", "symmetric-0.4", name, 0).path
-        a, b = (json.loads((root / cell / "run" / "version_0" / "metrics.json").read_text()) for root in (out, tmp_path / "sub"))
+        a, b = (json.loads((root / cell / "run" / "version_0" / "metrics.json").read_text())
+                for root in (out, tmp_path / "sub"))  # fmt: skip
         assert a["summary"]["final_test_acc"] == b["summary"]["final_test_acc"]
         assert "robustlabels: " in (out / cell / "log.txt").read_text()  # the fit's own output went to the log
     suite = load_suite("smoke")

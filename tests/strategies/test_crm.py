@@ -61,7 +61,8 @@ def test_curriculum_order_is_easy_to_hard_and_buckets_shuffle_within_parts() -> 
     assert sorted(order.tolist()) == list(range(100))
     ranks = torch.empty(100, dtype=torch.long)
     ranks[torch.sort(-many).indices] = torch.arange(100)
-    assert [sorted((ranks[order[k * 25 : (k + 1) * 25]] // 25).tolist()) for k in range(4)] == [[k] * 25 for k in range(4)]
+    buckets = [sorted((ranks[order[k * 25 : (k + 1) * 25]] // 25).tolist()) for k in range(4)]
+    assert buckets == [[k] * 25 for k in range(4)]
     assert not torch.equal(order, curriculum_order(many, buckets=4, seed=4))
 
 
@@ -117,13 +118,13 @@ def test_sample_table_ranks_the_pairs_both_models_doubt() -> None:
 
 
 def test_epoch_plan_visits_easy_pairs_first_after_the_warm_up() -> None:
-    strategy = CollaborativeRewardFilter(noise_rate=0.2)
+    strategy = CollaborativeRewardFilter(noise_rate=0.2, curriculum="sorted")
     strategy.setup(TrainData(4, 2, torch.zeros(4, 2, 1), torch.zeros(4, dtype=torch.long)))
     assert strategy.on_train_epoch_start(0) is None
     strategy.margins.copy_(torch.tensor([[0.0, 5.0, -2.0, 1.0], [0.0, 5.0, -2.0, 1.0]]))
     plan = strategy.on_train_epoch_start(1)
     assert plan is not None and plan.sample_order is not None and plan.sample_order.tolist() == [1, 3, 0, 2]
-    assert CollaborativeRewardFilter(curriculum="none").on_train_epoch_start(3) is None
+    assert CollaborativeRewardFilter().on_train_epoch_start(3) is None  # the default: no curriculum sort
 
 
 def test_bad_options_are_one_line_errors() -> None:
@@ -206,3 +207,18 @@ def test_crm_on_pairs_learns_flags_swaps_and_resumes_exactly(tmp_path: Path, qui
     for a, b in zip(resumed.nets.parameters(), full.nets.parameters(), strict=True):
         assert torch.allclose(a, b)
     assert math.isclose(resumed.history[-1]["test/acc"], full.history[-1]["test/acc"])
+
+
+def test_epoch_selection_keeps_the_reviewers_globally_best_pairs() -> None:
+    """selection="epoch": the peer's recorded margins over all pairs decide; a half-batch may keep none."""
+    strategy = CollaborativeRewardFilter(noise_rate=0.5, ramp_epochs=0, selection="epoch", curriculum="none")
+    strategy.setup(TrainData(8, 2, torch.zeros(8, 2, 1), torch.zeros(8, dtype=torch.long)))
+    strategy.margins.copy_(torch.tensor([[9.0, 8, 7, 6, 5, 4, 3, 2], [2.0, 3, 4, 5, 6, 7, 8, 9]]))
+    strategy.on_train_epoch_start(1)  # A trains on B's top half {4..7}, B on A's top half {0..3}
+    batch, out = crm_batch()
+    strategy.compute_loss(batch, out).loss.backward()
+    grads_a, grads_b = out.logits[0].grad, out.logits[1].grad
+    assert grads_a is not None and grads_b is not None
+    assert torch.nonzero(grads_a.abs().sum(1)).flatten().tolist() == []  # A's half {0..3}: none kept by B
+    assert torch.nonzero(grads_b.abs().sum(1)).flatten().tolist() == []  # B's half {4..7}: none kept by A
+    assert strategy.kept.sum() == 0
