@@ -59,25 +59,26 @@ def issues_csv(table: Mapping[str, Tensor], datamodule: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_dir(trainer: pl.Trainer) -> Path | None:
+    """The logger's version folder, or None when logging is off (nothing is written then)."""
+    return Path(trainer.log_dir) if trainer.logger is not None and trainer.log_dir else None
+
+
 class RunSummary(pl.Callback):
     """Saves the noisy labels with the run, and the accuracy summary (``metrics.json``) after fit."""
 
     summary: dict[str, Any] | None = None
 
-    def run_dir(self, trainer: pl.Trainer) -> Path | None:
-        """The logger's version folder, or None when logging is off (nothing is written then)."""
-        return Path(trainer.log_dir) if trainer.logger is not None and trainer.log_dir else None
-
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = time.perf_counter()
-        run_dir, datamodule = self.run_dir(trainer), getattr(trainer, "datamodule", None)
-        if run_dir is None or not trainer.is_global_zero or getattr(datamodule, "noisy", None) is None:
+        folder, datamodule = run_dir(trainer), getattr(trainer, "datamodule", None)
+        if folder is None or not trainer.is_global_zero or getattr(datamodule, "noisy", None) is None:
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         assert datamodule is not None
-        atomic_save_npy(run_dir / "noisy_labels.npy", datamodule.noisy.noisy.astype(np.int64))
+        atomic_save_npy(folder / "noisy_labels.npy", datamodule.noisy.noisy.astype(np.int64))
         record = noise_record(datamodule)
-        atomic_write_text(run_dir / "noise.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(folder / "noise.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -86,23 +87,23 @@ class RunSummary(pl.Callback):
         self.summary = summarize_history(history)
         self.summary["strategy"] = type(getattr(pl_module, "strategy", None)).__name__
         self.summary["train_seconds"] = round(time.perf_counter() - self.started, 3)
-        run_dir = self.run_dir(trainer)
-        if run_dir is not None:
-            write_metrics_json(run_dir / "metrics.json", self.summary, history)
+        folder = run_dir(trainer)
+        if folder is not None:
+            write_metrics_json(folder / "metrics.json", self.summary, history)
             strategy = getattr(pl_module, "strategy", None)
             diagnostics = strategy.diagnostics() if strategy is not None else {}
             if diagnostics:  # e.g. the histograms of a weighting strategy's weights, clean vs flipped
-                atomic_write_text(run_dir / "diagnostics.json", json.dumps(diagnostics, indent=1) + "\n")
+                atomic_write_text(folder / "diagnostics.json", json.dumps(diagnostics, indent=1) + "\n")
             table = strategy.sample_table() if strategy is not None else {}
             if table:  # e.g. CRM's pair audit
-                atomic_write_text(run_dir / "issues.csv", issues_csv(table, getattr(trainer, "datamodule", None)))
+                atomic_write_text(folder / "issues.csv", issues_csv(table, getattr(trainer, "datamodule", None)))
 
     def report(self, trainer: pl.Trainer) -> str:
         """The summary table (and where the run's files are), for printing after fit."""
         assert self.summary is not None, "report() comes after fit"
         text = format_summary(self.summary, title=f"robustlabels: {self.summary['strategy']}")
-        run_dir = self.run_dir(trainer)
-        return text + (f"\nmetrics.json, noisy labels and checkpoints: {run_dir}" if run_dir else "")
+        folder = run_dir(trainer)
+        return text + (f"\nmetrics.json, noisy labels and checkpoints: {folder}" if folder else "")
 
 
 class AccuracyByRewardGap(pl.Callback):
@@ -134,6 +135,6 @@ class AccuracyByRewardGap(pl.Callback):
         by_gap = {f"{g:g}" if isinstance(g, float | np.floating) else str(g): {"pairs": int((gaps == g).sum()),
                   "accuracy": float(correct[gaps == g].mean())} for g in np.unique(gaps)}  # fmt: skip
         self.result = {"overall": {"pairs": len(correct), "accuracy": float(correct.mean())}, "by_gap": by_gap}
-        run_dir = RunSummary().run_dir(trainer)
-        if run_dir is not None:
-            atomic_write_text(run_dir / "accuracy_by_gap.json", json.dumps(self.result, indent=1) + "\n")
+        folder = run_dir(trainer)
+        if folder is not None:
+            atomic_write_text(folder / "accuracy_by_gap.json", json.dumps(self.result, indent=1) + "\n")

@@ -317,10 +317,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = build_noise_model(args.noise, rate=args.rate, matrix=args.matrix, exact=args.exact)
     out = Path(args.out)
     inputs = tuple(Path(p) for p in (args.labels, args.matrix, args.features, args.pairs) if p is not None)
-    paths = check_outputs(out, force=args.force, inputs=inputs)
-    if args.pairs is not None:
-        pairs_out = out / ("pairs.npy" if str(args.pairs).endswith(".npy") else "pairs.jsonl")
-        check_outputs(out, force=args.force, inputs=inputs, names=(pairs_out.name,))
+    pairs_name = () if args.pairs is None else ("pairs.npy" if str(args.pairs).endswith(".npy") else "pairs.jsonl",)
+    paths = check_outputs(out, force=args.force, inputs=inputs, names=OUTPUT_NAMES + pairs_name)
     source = load_source(args, needs_features=args.noise == "instance")
     result = model.apply(
         source.labels, num_classes=source.num_classes, seed=args.seed, features=source.features
@@ -329,7 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pairs is not None:
         manifest["pairs"] = {"label_1_means": "swapped", "written": write_swapped_pairs(args.pairs, out,
                              result.is_flipped).name, "beta": getattr(model, "beta", None)}  # fmt: skip
-    write_outputs(paths, result.noisy, manifest)
+    write_outputs(paths[:3], result.noisy, manifest)
     return {
         "out": str(out),
         "manifest": str(paths[2]),
