@@ -1,9 +1,10 @@
 """The pairs-cpu suite's tables (docs/results/pairs-cpu/README.md): accuracy of every method, CRM against its
 controls (the done-when test: more than two seed standard deviations), accuracy by rating gap, and the CRM audit
-table's flags against the true swaps; then the pair audit against cleanlab on 5-fold out-of-sample probabilities.
+table's flags against the true swaps; then the pair audits (cleanlab on 5-fold out-of-sample probabilities, and
+rank_consistency) against the true swaps.
 
     python experiments/pairs_tables.py runs/experiments/pairs-cpu            # tables from the finished cells
-    python experiments/pairs_tables.py runs/experiments/pairs-cpu --cleanlab # + the cleanlab baseline (5 folds)
+    python experiments/pairs_tables.py runs/experiments/pairs-cpu --cleanlab # + the two pair audits
 """
 
 from __future__ import annotations
@@ -110,12 +111,15 @@ def audit_table(out: Path) -> tuple[str, dict[tuple[str, float, str], list[float
     return "\n".join(lines), f1s
 
 
-def cleanlab_baseline(noise: str = "symmetric", rate: float = 0.2, folds: int = 5) -> dict[str, float]:
-    """cleanlab's ``find_label_issues`` on 5-fold out-of-sample probabilities of the same Bradley–Terry MLP on the
-    same MiniLM embeddings and the same swaps (noise seed 1), scored against the true swaps."""
+def pair_audits(noise: str, rate: float, folds: int = 5) -> dict[str, dict[str, float]]:
+    """The two audits of the IMDB-Pref training pairs (the suite's swaps: noise seed 1) against the true swaps:
+    cleanlab's ``find_label_issues`` on 5-fold out-of-sample probabilities of the suite's Bradley–Terry MLP on the
+    MiniLM embeddings, and ``rank_consistency`` (the comparison graph of the same pairs; identical embeddings =
+    one review)."""
     from cleanlab.filter import find_label_issues
 
     from robustlabels.audit.confident import cross_val_pred_probs
+    from robustlabels.audit.rank_consistency import item_ids, rank_consistency
     from robustlabels.audit.training import load_fit_config
     from robustlabels.data import IMDBPrefDataModule
     from robustlabels.noise import DifficultySwapNoise, SymmetricNoise
@@ -124,14 +128,21 @@ def cleanlab_baseline(noise: str = "symmetric", rate: float = 0.2, folds: int = 
     data = IMDBPrefDataModule(noise=model, noise_seed=1)
     data.setup()
     train = data.datasets["train"]
-    labels, swapped = train.targets.numpy(), (train.targets != train.clean_targets).numpy()
+    inputs, labels = train.inputs.numpy(), train.targets.numpy()
+    swapped = (train.targets != train.clean_targets).numpy()
+    found = {}
     started = time.perf_counter()
-    probs = cross_val_pred_probs(train.inputs.numpy(), labels, num_classes=2, config=load_fit_config("audit/pairs_bt"),
-                                 folds=folds, seed=0, root_dir="/tmp/pairs-cleanlab", progress=False)  # fmt: skip
-    seconds = time.perf_counter() - started
-    flagged = find_label_issues(labels, probs)
-    precision, recall, f1 = flag_scores(flagged, swapped)
-    return {"precision": precision, "recall": recall, "F1": f1, "flagged": float(flagged.mean()), "seconds": seconds}
+    probs = cross_val_pred_probs(inputs, labels, num_classes=2, config=load_fit_config("audit/pairs_bt"), folds=folds,
+                                 seed=0, root_dir="/tmp/pairs-cleanlab", progress=False)  # fmt: skip
+    found["cleanlab"] = (find_label_issues(labels, probs), time.perf_counter() - started)
+    started = time.perf_counter()
+    found["rank_consistency"] = (rank_consistency(item_ids(inputs), labels).flagged, time.perf_counter() - started)
+    scores = {}
+    for name, (flagged, seconds) in found.items():
+        precision, recall, f1 = flag_scores(flagged, swapped)
+        scores[name] = {"precision": precision, "recall": recall, "F1": f1, "flagged": float(flagged.mean()),
+                        "seconds": seconds}  # fmt: skip
+    return scores
 
 
 def main(out_dir: str, with_cleanlab: bool) -> None:
@@ -146,17 +157,19 @@ def main(out_dir: str, with_cleanlab: bool) -> None:
     print("\n### The CRM audit table (issues.csv: the round(η·N) most doubted pairs flagged) against the true swaps\n")
     print(table)
     if with_cleanlab:
-        base = cleanlab_baseline()
-        print("\n### Pair audit vs cleanlab at symmetric 0.2\n")
-        print("| audit | F1 | precision | recall | flagged share | seconds |\n|---|---:|---:|---:|---:|---:|")
-        for variant in (CRM, f"{CRM}-short_ramp", SORTED):
-            ours = f1s.get(("symmetric", 0.2, variant), [])
-            if ours:
-                print(f"| {variant} audit table (5 training seeds) | {np.mean(ours):.3f} ± {np.std(ours, ddof=1):.3f} "
-                      "| | | 0.200 | |")  # fmt: skip
-        print(f"| cleanlab find_label_issues, 5-fold BT MLP | {base['F1']:.3f} | {base['precision']:.3f} | "
-              f"{base['recall']:.3f} | {base['flagged']:.3f} | {base['seconds']:.0f} |")  # fmt: skip
-
+        print("\n### Pair audits against the true swaps (IMDB-Pref training pairs)\n")
+        print("| setting | audit | F1 | precision | recall | flagged share | seconds |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for noise, rate in (("symmetric", 0.2), ("symmetric", 0.4), ("difficulty", 0.2), ("difficulty", 0.4)):
+            for variant in (CRM, f"{CRM}-short_ramp", SORTED):
+                ours = f1s.get((noise, rate, variant), [])
+                if ours:
+                    print(f"| {noise} {rate:g} | {variant} audit table (5 training seeds) | {np.mean(ours):.3f} ± "
+                          f"{np.std(ours, ddof=1):.3f} | | | {rate:.3f} | |")  # fmt: skip
+            for name, m in pair_audits(noise, rate).items():
+                label = "cleanlab find_label_issues, 5-fold BT MLP" if name == "cleanlab" else name
+                print(f"| {noise} {rate:g} | {label} | {m['F1']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                      f"{m['flagged']:.3f} | {m['seconds']:.0f} |", flush=True)  # fmt: skip
 
 if __name__ == "__main__":
     main(sys.argv[1], "--cleanlab" in sys.argv[2:])

@@ -4,6 +4,7 @@
   with the ``fit`` pipeline);
 - :func:`simifeat` (kNN label votes on features, through :mod:`robustlabels.neighbors`);
 - :func:`training_dynamics` (ELR target disagreement, AUM, mean loss from one training run);
+- :func:`rank_consistency` (preference pairs: a cross-fitted Bradley–Terry ranking of recurring responses);
 - :func:`ensemble` (rank-averaged scores).
 
 Each returns a :class:`MethodResult` (scores higher = more suspicious); :func:`write_audit` writes
@@ -16,7 +17,7 @@ from typing import Any
 _EXPORTS = {
     "AuditData": "types", "MethodResult": "types", "confident_learning": "confident",
     "cross_val_pred_probs": "confident", "ensemble": "ensemble", "simifeat": "simifeat",
-    "training_dynamics": "dynamics", "write_audit": "report",
+    "training_dynamics": "dynamics", "write_audit": "report", "rank_consistency": "rank_consistency",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 

@@ -31,9 +31,11 @@ from robustlabels.cli import error_line, report_error
 from robustlabels.errors import InputError
 
 METHODS = ("confident_learning", "knn", "dynamics")
+PAIR_METHODS = ("rank_consistency",)  # preference pairs only; part of ``all`` there
 OUTPUT_NAMES = ("issues.csv", "summary.json", "report.html")
 STAGES = {"dynamics": "one training run", "knn": "kNN votes (SimiFeat)",
-          "confident_learning": "cleanlab on out-of-sample probabilities (K-fold training unless --pred-probs)"}
+          "confident_learning": "cleanlab on out-of-sample probabilities (K-fold training unless --pred-probs)",
+          "rank_consistency": "cross-fitted Bradley-Terry ranking of the recurring responses"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,13 +55,16 @@ def parser() -> argparse.ArgumentParser:
                    "or FILE.npz:KEY (e.g. cifar10n_labels.npz:worse_label)")  # fmt: skip
     p.add_argument("--clean-labels", metavar="FILE", help="true labels, for scoring only (same formats); "
                    "'original': the dataset's own labels, when --labels replaces them")  # fmt: skip
+    p.add_argument("--swapped", metavar="FILE", help="preference pairs: inject --pairs's labels file (1 = swapped), "
+                   "for scoring only")  # fmt: skip
     p.add_argument("--pred-probs", metavar="FILE", help="your out-of-sample (N, C) probabilities, .npy")
     p.add_argument("--features", metavar="FILE", help="your (N, D) features for the knn method, .npy")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--method", default="confident_learning",
-                   help="confident_learning, knn, dynamics, ensemble (all three, rank-averaged), all, or a "
-                        "comma-separated list; with several, the ranking is their ensemble")  # fmt: skip
+                   help="confident_learning, knn, dynamics, rank_consistency (preference pairs), ensemble (all "
+                        "of them, rank-averaged), all, or a comma-separated list; with several, the ranking is their "
+                        "ensemble")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite the outputs in --out")
     p.add_argument("--format", default="text", choices=("text", "json"), help="what to print at the end")
@@ -80,18 +85,24 @@ def parser() -> argparse.ArgumentParser:
     knn.add_argument("--rule", default="mv", choices=("mv", "rank"), help="SimiFeat's flagging rule")
     knn.add_argument("--rounds", type=int, default=21)
     knn.add_argument("--index", default="auto", help="neighbour index: auto, Flat, IVF{n}, HNSW{M}, ...")
+    rank = p.add_argument_group("rank_consistency (preference pairs whose responses recur)")
+    rank.add_argument("--graph-folds", type=int, default=10, help="K of the cross-fitting (default 10)")
+    rank.add_argument("--l2", type=float, default=3.0, help="L2 prior on the response scores (default 3)")
     return p
 
 
-def parse_methods(text: str) -> tuple[list[str], bool]:
-    """``(base methods, with ensemble)`` from ``--method``."""
+def parse_methods(text: str, *, pairs: bool = False) -> tuple[list[str], bool]:
+    """``(base methods, with ensemble)`` from ``--method``; ``pairs``: the data are preference pairs."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in (*METHODS, "ensemble", "all")]
+    known = (*METHODS, *PAIR_METHODS, "ensemble", "all")
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise InputError(f"--method: unknown method {(unknown or [text])[0]!r}; choose from "
-                         f"{', '.join((*METHODS, 'ensemble', 'all'))}")  # fmt: skip
+        raise InputError(f"--method: unknown method {(unknown or [text])[0]!r}; choose from {', '.join(known)}")
+    if not pairs and any(n in PAIR_METHODS for n in names):
+        raise InputError("--method rank_consistency needs preference pairs (.csv/.jsonl with chosen and rejected, "
+                         "or an (N, 2, D) .npy)")  # fmt: skip
     if "all" in names or "ensemble" in names:
-        return list(METHODS), True
+        return [*METHODS, *(PAIR_METHODS if pairs else ())], True
     base = list(dict.fromkeys(names))
     return base, len(base) > 1
 
@@ -109,7 +120,7 @@ def load(args: argparse.Namespace) -> AuditData:
             raise InputError("--clean-labels original needs --dataset and --labels (labels replacing the dataset's)")
         data.clean_labels, clean = data.labels.copy(), None
     return inputs.finish(data, labels=args.labels, clean_labels=clean, pred_probs=args.pred_probs,
-                         features=args.features)  # fmt: skip
+                         features=args.features, swapped=args.swapped)  # fmt: skip
 
 
 def model_inputs(data: AuditData) -> np.ndarray:
@@ -201,9 +212,17 @@ class Audit:
         result.params["features"] = what
         return result
 
+    def rank_consistency(self) -> MethodResult:
+        from robustlabels.audit.rank_consistency import rank_consistency
+
+        assert self.data.pair_items is not None  # parse_methods admits it for pairs only
+        return rank_consistency(self.data.pair_items, self.data.labels, folds=self.args.graph_folds,
+                                l2=self.args.l2, seed=self.args.seed, source=self.data.source)  # fmt: skip
+
     def run(self, methods: list[str], with_ensemble: bool) -> tuple[list[MethodResult], MethodResult]:
         self.methods = methods
-        order = [m for m in ("dynamics", "confident_learning", "knn") if m in methods]  # knn reuses dynamics' model
+        order = ("dynamics", "confident_learning", "knn", "rank_consistency")  # knn reuses dynamics' model
+        order = [m for m in order if m in methods]
         results = []
         for name in order:
             print(f"[audit] {name}: {STAGES[name]} on {len(self.data)} examples ...", file=sys.stderr, flush=True)
@@ -249,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         check_out(out, args.force)
         start = time.perf_counter()
         data = load(args)
-        methods, with_ensemble = parse_methods(args.method)
+        methods, with_ensemble = parse_methods(args.method, pairs=data.pair_items is not None)
         out.mkdir(parents=True, exist_ok=True)
         audit = Audit(data, args)
         with contextlib.redirect_stdout(sys.stderr):  # progress bars and chatter: stdout is for the result only

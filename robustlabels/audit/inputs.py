@@ -175,15 +175,27 @@ def read_pair_table(path: Path) -> AuditData:
     pairs = read_pairs(path)
     (chosen, rejected), = pair_text_features([pairs], features="minilm")
     texts = [f"chosen: {c[:300]} | rejected: {r[:300]}" for c, r in zip(pairs.chosen, pairs.rejected, strict=True)]
-    return pair_audit_data(np.stack([chosen, rejected], axis=1), texts, str(path))
+    responses = np.array([[f"{p}\0{c}", f"{p}\0{r}"] for p, c, r in zip(pairs.prompts, pairs.chosen, pairs.rejected,
+                                                                          strict=True)], dtype=object)  # fmt: skip
+    return pair_audit_data(np.stack([chosen, rejected], axis=1), texts, str(path), responses=responses)
 
 
-def pair_audit_data(sides: np.ndarray, texts: list[str] | None, source: str) -> AuditData:
-    """``sides (N, 2, D)``, chosen first, as audit data: inputs in the drawn side order, labels the chosen side."""
+def pair_audit_data(
+    sides: np.ndarray, texts: list[str] | None, source: str, *, responses: np.ndarray | None = None
+) -> AuditData:
+    """``sides (N, 2, D)``, chosen first, as audit data: inputs in the drawn side order, labels the chosen side.
+
+    ``responses``: ``(N, 2)`` keys (prompt and response text) that identify a recurring response; by default
+    identical feature rows do.
+    """
+    from robustlabels.audit.rank_consistency import item_ids
     from robustlabels.data.pairs import orient
 
     inputs, labels = orient(sides[:, 0], sides[:, 1], seed=0)
-    return AuditData(labels, 2, list(PAIR_CLASSES), features=inputs, texts=texts, source=f"{source} (preference pairs)")
+    items = item_ids(sides if responses is None else responses)
+    items = np.where(labels[:, None] == 0, items, items[:, ::-1])  # the same side order as the inputs
+    return AuditData(labels, 2, list(PAIR_CLASSES), features=inputs, texts=texts, pair_items=items,
+                     source=f"{source} (preference pairs)")  # fmt: skip
 
 
 def read_text_table(path: Path, *, text_column: str, label_column: str) -> AuditData:
@@ -229,9 +241,14 @@ def finish(
     clean_labels: str | None = None,
     pred_probs: str | None = None,
     features: str | None = None,
+    swapped: str | None = None,
     num_classes: int | None = None,
 ) -> AuditData:
-    """Apply the optional files and check everything lines up: labels in ``[0, C)``, shapes, probabilities."""
+    """Apply the optional files and check everything lines up: labels in ``[0, C)``, shapes, probabilities.
+
+    ``swapped``: for preference pairs, ``inject --pairs``'s labels file (1 = the pair was swapped); the truly
+    preferred side then scores the audit.
+    """
     n = len(data.labels)
     if labels is not None:
         data.labels, file, digest = read_labels_spec(labels, what="--labels")
@@ -243,6 +260,15 @@ def finish(
         data.clean_labels, file, digest = read_labels_spec(clean_labels, what="--clean-labels")
         data.hashes[file] = digest
         check_length(data.clean_labels, n, f"--clean-labels {file!r}")
+    if swapped is not None:
+        if data.pair_items is None:
+            raise InputError(f"--swapped {swapped!r} applies to preference pairs only; --data holds none")
+        flags, file, digest = read_labels_spec(swapped, what="--swapped")
+        data.hashes[file] = digest
+        check_length(flags, n, f"--swapped {file!r}")
+        if np.any((flags != 0) & (flags != 1)):
+            raise InputError(f"--swapped {file!r} must hold 0 (kept) and 1 (swapped) only; found {int(flags.max())}")
+        data.clean_labels = data.labels ^ flags
     if features is not None:
         data.features = as_features(load_npy(features, what="--features file"), features)
         data.hashes[features] = sha256_of_file(features)

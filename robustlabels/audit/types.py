@@ -30,6 +30,8 @@ class AuditData:
         features: ``(N, D)`` float32 features, when given or computed.
         pred_probs: ``(N, C)`` out-of-sample predicted probabilities, when given.
         clean_labels: ``(N,)`` true labels, for scoring only (never used by a method).
+        pair_items: ``(N, 2)`` int64 ids of the two responses of each preference pair, in the features' side
+            order (the same id where a response recurs), for ``rank_consistency``.
         source: a short description of where the data came from (shown in the report).
         hashes: ``{file path: sha256}`` of every input file read.
     """
@@ -42,6 +44,7 @@ class AuditData:
     features: np.ndarray | None = None
     pred_probs: np.ndarray | None = None
     clean_labels: np.ndarray | None = None
+    pair_items: np.ndarray | None = None
     source: str = ""
     hashes: dict[str, str] = field(default_factory=dict)
 
