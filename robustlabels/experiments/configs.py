@@ -1,6 +1,9 @@
-"""A cell's fit config: the base config deep-merged with the suite's layers, the seed and the command line.
+"""A cell's fit config: the base config deep-merged with the seed, the suite's layers and the command line.
 
-The order (later wins) is documented in :mod:`robustlabels.experiments.suite`. The CSV logger, which names
+The order (later wins): base config, suite ``trainer``, the cell's seeds (``seed_everything``, ``noise_seed``
+and, with ``seed_sets_split``, ``split_seed``), dataset, setting, strategy, dataset × strategy, setting ×
+strategy overrides, then the command line. The seeds come before the suite's layers so that a setting can pin
+its own noise draw. The CSV logger, which names
 the cell's output folder, is added only when the cell runs, so a stored config compares equal to a rebuilt
 one wherever the output folder lives.
 """
@@ -81,14 +84,14 @@ def build_config(suite: Suite, cell: Cell, extra: dict[str, Any] | None = None) 
     dataset = suite.datasets[cell.dataset]
     setting = dataset.setting(cell.setting)
     config = read_yaml(base_config_path(suite, cell.dataset), "base config")
-    layers = (
+    layers = (  # the seeds before the suite's layers, so that a setting may pin its own noise draw
         {"trainer": suite.trainer} if suite.trainer else {},
+        seed_overrides(cell.seed, suite.noise_seed, seed_sets_split=suite.seed_sets_split),
         dataset.overrides,
         setting.overrides,
         suite.strategies[cell.strategy],
         dataset.strategy_overrides.get(cell.strategy, {}),
         setting.strategy_overrides.get(cell.strategy, {}),
-        seed_overrides(cell.seed, suite.noise_seed, seed_sets_split=suite.seed_sets_split),
         extra or {},
     )
     for layer in layers:

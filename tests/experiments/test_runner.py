@@ -105,6 +105,10 @@ def test_suite_can_fix_the_noise_and_vary_the_split_with_the_seed(tmp_path: Path
     path.write_text(path.read_text() + "noise_seed: 42\nseed_sets_split: true\n")
     config = build_config(load_suite(path), Cell("digits", "symmetric-0.4", "cross_entropy", 3))
     assert config["data"]["init_args"]["noise_seed"] == 42 and config["data"]["init_args"]["split_seed"] == 3
+    pinned = yaml.safe_load(path.read_text())  # a setting that pins its own noise draw keeps it
+    pinned["datasets"]["digits"]["settings"][1]["overrides"]["data"]["init_args"]["noise_seed"] = 7
+    config = build_config(load_suite(write_suite(tmp_path, pinned)), Cell("digits", "pairflip-0.3", "cross_entropy", 3))
+    assert config["data"]["init_args"]["noise_seed"] == 7 and config["seed_everything"] == 3
     assert "Seed k also sets `data.init_args.split_seed: k`" in "\n".join(report.notes_section(load_suite(path)))
     path.write_text(path.read_text().replace("seed_sets_split: true", "seed_sets_split: 'yes'"))
     with pytest.raises(InputError, match="`seed_sets_split` must be true or false; got 'yes'"):
