@@ -210,11 +210,10 @@ def test_default_fit_configs_are_package_data(tmp_path: Path, monkeypatch: pytes
 def test_photographs_are_audited_on_pretrained_features(tmp_path: Path, capsys, monkeypatch) -> None:
     """32 px images get the EfficientNet-Lite0 features by default (the images extra is a dev dependency); the
     summary and report say so; ``--encoder none`` keeps the pixels; a bad encoder is one line, exit 2."""
-    from robustlabels.data.readers import read_cifar10
-
     monkeypatch.setenv("ROBUSTLABELS_CACHE", str(tmp_path / "cache"))
-    images, labels, _ = read_cifar10(Path(__file__).resolve().parents[2].parent / "shared/data/cifar10_jpeg", "test")
-    np.savez(tmp_path / "c.npz", images=images[:120], labels=labels[:120])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(120, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "c.npz", images=images, labels=rng.integers(0, 3, 120))
     assert audit("--data", tmp_path / "c.npz", "--method", "knn", "--encoder-resolution", "64", "--out",
                  tmp_path / "enc", "--format", "json") == 0  # fmt: skip
     summary = json.loads((tmp_path / "enc" / "summary.json").read_text())

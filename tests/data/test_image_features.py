@@ -38,6 +38,7 @@ def test_every_shipped_tensor_lands_once_on_a_tensor_of_its_shape() -> None:
         image.efficientnet_pytorch_to_timm(broken, model)
 
 
+@pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"the CIFAR-10 images are not at {CIFAR10} (shared/data)")
 def test_the_pretrained_features_beat_random_weights_on_cifar10() -> None:
     """A linear probe on 300 CIFAR-10 test images: a wrong mapping (or preprocessing) would land near the random
     network's score."""
