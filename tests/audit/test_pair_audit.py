@@ -90,12 +90,17 @@ def test_rank_consistency_finds_swaps_the_features_cannot_see(tmp_path: Path, mo
     monkeypatch.setenv("ROBUSTLABELS_CACHE", str(tmp_path / "cache"))
     rows, swapped = ranked_completions()
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    np.save(tmp_path / "swapped.npy", swapped.astype(np.int64))  # as inject --pairs writes its labels
     out = tmp_path / "audit"
-    assert main(["--data", str(tmp_path / "pairs.jsonl"), "--method", "rank_consistency", "--out", str(out)]) == 0
+    assert main(["--data", str(tmp_path / "pairs.jsonl"), "--method", "rank_consistency", "--swapped",
+                 str(tmp_path / "swapped.npy"), "--out", str(out)]) == 0  # fmt: skip
     flagged = flagged_rows(out)
     precision, recall = swapped[flagged].mean(), flagged[swapped].mean()
     assert precision > 2 * swapped.mean() and recall > 0.6, (precision, recall)  # 0.46 and 0.70 when written
-    params = json.loads((out / "summary.json").read_text())["methods"][0]["params"]
+    summary = json.loads((out / "summary.json").read_text())
+    scored = summary["final"]["flag_metrics"]  # --swapped turned the swap flags into the true preferred side
+    assert scored["num_errors"] == swapped.sum() and abs(scored["precision"] - precision) < 1e-9
+    params = summary["methods"][0]["params"]
     assert params["responses"] == 40 * 8 and params["pairs_with_a_recurring_response"] == 1.0
 
 
