@@ -62,7 +62,7 @@ def test_the_pretrained_features_beat_random_weights_on_cifar10() -> None:
 
     random_net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0).eval()
     pretrained, random = probe(image.load_encoder(spec)), probe(random_net)
-    assert pretrained > 0.5 and pretrained > random + 0.2, (pretrained, random)  # 0.62 and 0.25 when written
+    assert pretrained > 0.5 and pretrained > random + 0.2, (pretrained, random)  # 0.600 and 0.153 when written
 
 
 def tiny_images(n: int = 6) -> np.ndarray:
