@@ -200,11 +200,12 @@ def pair_audit_data(
 
 def read_text_table(path: Path, *, text_column: str, label_column: str) -> AuditData:
     """A ``.csv`` or ``.jsonl`` (optionally gzipped) with a text and an integer label column."""
-    from robustlabels.data.readers import read_text_jsonl
+    from robustlabels.data.readers import read_label_names, read_text_jsonl
 
     if ".jsonl" in path.name.lower() or ".json" in path.name.lower():
         texts, labels = read_text_jsonl(path, text_key=text_column, label_key=label_column)
-        return AuditData(labels, 0, [], texts=texts)
+        names = read_label_names(path, label_key=label_column) or []  # e.g. 20 Newsgroups' label_name
+        return AuditData(labels, 0, names if len(names) > labels.max(initial=-1) else [], texts=texts)
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     texts, raw = [], []
     with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:  # type: ignore[operator]

@@ -568,3 +568,24 @@ def read_text_jsonl(
         texts.append(str(record[text_key]))
         labels.append(label)
     return texts, _as_labels(np.array(labels, np.int64), repr(str(p)))
+
+
+def read_label_names(path: str | Path, *, label_key: str = "label") -> list[str] | None:
+    """Class names from a JSON-lines file's ``<label_key>_name`` field (20 Newsgroups' ``label_name``), indexed by
+    label; ``None`` when no line has that field. A label never named gets its number.
+
+    Raises:
+        InputError: one label named two ways (file, line and both names).
+    """
+    p = check_file(path, what="JSON-lines file")
+    name_key, names = f"{label_key}_name", {}
+    for lineno, record in _iter_jsonl(p):
+        if not isinstance(record, dict) or name_key not in record or not isinstance(record.get(label_key), int):
+            continue
+        label, name = record[label_key], str(record[name_key])
+        if names.setdefault(label, name) != name:
+            raise InputError(f"{str(p)!r} line {lineno}: label {label} is named {name!r} here but {names[label]!r} "
+                             "before")  # fmt: skip
+    if not names:
+        return None
+    return [names.get(c, str(c)) for c in range(max(names) + 1)]

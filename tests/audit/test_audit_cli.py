@@ -133,7 +133,8 @@ def test_text_table_with_own_features(tmp_path: Path, kind: str) -> None:
             writer.writerows(zip(texts, noisy.tolist(), strict=True))
     else:
         with gzip.open(path, "wt") as f:
-            f.writelines(json.dumps({"body": t, "stars": int(y)}) + "\n" for t, y in zip(texts, noisy, strict=True))
+            f.writelines(json.dumps({"body": t, "stars": int(y), "stars_name": f"class-{y}"}) + "\n"
+                         for t, y in zip(texts, noisy, strict=True))  # fmt: skip
     np.save(tmp_path / "f.npy", x)
     np.save(tmp_path / "clean.npy", clean)
     out = tmp_path / "out"
@@ -142,7 +143,10 @@ def test_text_table_with_own_features(tmp_path: Path, kind: str) -> None:
                  "--out", out, *FAST) == 0  # fmt: skip
     html = (out / "report.html").read_text()
     assert "review &lt;b&gt;" in html and "<b>0</b>" not in html
-    assert json.loads((out / "summary.json").read_text())["final"]["flag_metrics"]["f1"] > 0.6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final"]["flag_metrics"]["f1"] > 0.6
+    names = [f"class-{c}" for c in range(4)] if "jsonl" in kind else ["0", "1", "2", "3"]
+    assert summary["class_names"] == names  # a JSONL's <label>_name field names the classes
 
 
 @pytest.mark.parametrize(

@@ -337,6 +337,17 @@ def test_read_text_jsonl(tmp_path: Path, gz: bool) -> None:
     np.testing.assert_array_equal(labels, [0, 1])
 
 
+def test_label_names_come_from_the_data(tmp_path: Path) -> None:
+    records = [{"text": "a", "label": 2, "label_name": "sci.space"}, {"text": "b", "label": 0, "label_name": "alt"}]
+    path = fakes.write_jsonl(tmp_path / "n.jsonl", records, gz=False)
+    assert readers.read_label_names(path) == ["alt", "1", "sci.space"]  # label 1 never named: its number
+    assert readers.read_label_names(path, label_key="index") is None
+    records.append({"text": "c", "label": 2, "label_name": "sci.med"})
+    path = fakes.write_jsonl(tmp_path / "m.jsonl", records, gz=False)
+    with pytest.raises(InputError, match=r"m\.jsonl' line 3: label 2 is named 'sci.med' here but 'sci.space'"):
+        readers.read_label_names(path)
+
+
 def test_read_text_jsonl_errors(tmp_path: Path) -> None:
     path = fakes.write_jsonl(tmp_path / "k.jsonl", [{"text": "a", "label": 1}, {"text": "b"}], gz=False)
     with pytest.raises(InputError, match=r"k\.jsonl' line 2: missing key 'label'"):
@@ -405,3 +416,5 @@ def test_real_20news_jsonl() -> None:
     texts, labels = readers.read_text_jsonl(NEWS20)
     assert len(texts) == len(labels) == 7532 and labels.max() == 19
     assert "Bonneville" in texts[0] and labels[0] == 7
+    names = readers.read_label_names(NEWS20)
+    assert names is not None and len(names) == 20 and names[7] == "rec.autos"
