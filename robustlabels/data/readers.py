@@ -578,7 +578,8 @@ def read_label_names(path: str | Path, *, label_key: str = "label") -> list[str]
         InputError: one label named two ways (file, line and both names).
     """
     p = check_file(path, what="JSON-lines file")
-    name_key, names = f"{label_key}_name", {}
+    name_key = f"{label_key}_name"
+    names: dict[int, str] = {}
     for lineno, record in _iter_jsonl(p):
         if not isinstance(record, dict) or name_key not in record or not isinstance(record.get(label_key), int):
             continue
