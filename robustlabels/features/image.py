@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import sys
-import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from robustlabels.errors import InputError
-from robustlabels.features.text import _cache_lock, default_cache_dir
-from robustlabels.io import atomic_save_npy, sha256_of_file
+from robustlabels.features.cache import cached_array, default_cache_dir, using_all_cores
+from robustlabels.io import sha256_of_file
 
 DEFAULT_ENCODER = "efficientnet_lite0"
 CACHE_VERSION = "v1"  # bump to invalidate every cached image embedding after a change in how they are computed
@@ -157,22 +156,6 @@ def cache_key(images: np.ndarray, spec: EncoderSpec, resolution: int) -> str:
     return digest.hexdigest()
 
 
-def read_cache(path: Path, n: int) -> np.ndarray | None:
-    """The cached ``(n, D)`` float32 features at ``path``; ``None`` when absent, or, with a warning, when damaged."""
-    if not path.is_file():
-        return None
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        warnings.warn(f"image feature cache {str(path)!r} is unreadable ({err}); recomputing it", stacklevel=3)
-        return None
-    if array.ndim != 2 or array.shape[0] != n or array.dtype != np.float32 or not np.isfinite(array).all():
-        warnings.warn(f"image feature cache {str(path)!r} holds {array.dtype} {array.shape}, not ({n}, D) finite "
-                      "float32; recomputing it", stacklevel=3)  # fmt: skip
-        return None
-    return array
-
-
 def as_rgb_batch(images: np.ndarray, resolution: int, spec: EncoderSpec) -> Any:
     """``(B, H, W[, 3])`` uint8 -> ``(B, 3, R, R)`` normalised float32, channels-last."""
     import torch
@@ -218,35 +201,20 @@ def encode_images(
         raise InputError(f"resolution must be >= 32 and batch_size >= 1; got {resolution} and {batch_size}")
     spec = resolve_encoder(encoder, weights)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = folder / f"{cache_key(images, spec, resolution)}.npy"
-    cached = read_cache(path, len(images))
-    if cached is not None:
-        return cached
-    with _cache_lock(folder):
-        cached = read_cache(path, len(images))  # another process may have written it while we waited
-        if cached is not None:
-            return cached
+
+    def compute() -> np.ndarray:
         model = load_encoder(spec)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model.to(device)
-        show = len(images) >= 2000 if progress is None else progress
-        starts = range(0, len(images), batch_size)
-        if show:
+        starts: Iterable[int] = range(0, len(images), batch_size)
+        if len(images) >= 2000 if progress is None else progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"embedding {len(images)} images ({encoder}, {resolution} px)", unit="batch",
                           file=sys.stderr)  # fmt: skip
-        previous = torch.get_num_threads()
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores))
-        parts = []
-        try:
-            with torch.inference_mode():
-                for start in starts:
-                    batch = as_rgb_batch(images[start : start + batch_size], resolution, spec).to(device)
-                    parts.append(model(batch).float().cpu().numpy())
-        finally:
-            torch.set_num_threads(previous)
-        features = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
-        atomic_save_npy(path, features)
-    return features
+        with using_all_cores(), torch.inference_mode():
+            parts = [model(as_rgb_batch(images[s : s + batch_size], resolution, spec).to(device)).float().cpu().numpy()
+                     for s in starts]  # fmt: skip
+        return np.concatenate(parts)
+
+    return cached_array(folder, cache_key(images, spec, resolution), len(images), compute, what="images")

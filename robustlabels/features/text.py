@@ -10,22 +10,19 @@ The model needs the ``text`` extra: ``pip install 'robustlabels[text]'``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from robustlabels.errors import InputError
-from robustlabels.io import atomic_save_npy
+from robustlabels.features.cache import cached_array, default_cache_dir, using_all_cores
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
-CACHE_ENV = "ROBUSTLABELS_CACHE"
 CACHE_VERSION = "v1"  # bump to invalidate every cached embedding after a change in how they are computed
 PROGRESS_MIN_TEXTS = 1024  # show a progress bar from this many texts on
 MISSING_EXTRA = "text features need the `text` extra: pip install 'robustlabels[text]'"
@@ -33,13 +30,6 @@ _BUNDLED_NAMES = (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
 
 # An encoder maps (texts, batch_size) to an (N, D) float array; :func:`_load_encoder` builds the real one.
 Encoder = Callable[[list[str], int], np.ndarray]
-
-
-def default_cache_dir() -> Path:
-    """``$ROBUSTLABELS_CACHE/embeddings`` when the variable is set, else ``~/.cache/robustlabels/embeddings``."""
-    base = os.environ.get(CACHE_ENV)
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "robustlabels"
-    return root / "embeddings"
 
 
 def cache_key(texts: Sequence[str], model: str = DEFAULT_MODEL) -> str:
@@ -100,59 +90,17 @@ def _load_encoder(model: str = DEFAULT_MODEL) -> Encoder:
     encoder = SentenceTransformer(path, device=_device())
 
     def encode(texts: list[str], batch_size: int) -> np.ndarray:
-        previous = torch.get_num_threads()
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores))  # use every core we may run on, for this call only
-        try:
-            with torch.inference_mode():
-                out = encoder.encode(
-                    texts,
-                    batch_size=batch_size,
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
-                    show_progress_bar=len(texts) >= PROGRESS_MIN_TEXTS,
-                )
-        finally:
-            torch.set_num_threads(previous)
+        with using_all_cores(), torch.inference_mode():
+            out = encoder.encode(
+                texts,
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=len(texts) >= PROGRESS_MIN_TEXTS,
+            )
         return np.asarray(out, dtype=np.float32)
 
     return encode
-
-
-def _read_cached(path: Path, n: int) -> np.ndarray | None:
-    """The cached embeddings at ``path`` when present and well-formed (``(n, D)`` float32), else ``None``."""
-    if not path.is_file():
-        return None
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None  # unreadable (e.g. written by something else): recompute and overwrite
-    if array.ndim != 2 or array.shape[0] != n or array.dtype != np.float32:
-        return None
-    return array
-
-
-@contextlib.contextmanager
-def _cache_lock(folder: Path) -> Iterator[None]:
-    """Hold an inter-process ``flock`` on the cache folder while texts are encoded, so that runs started together
-    (an experiment suite's parallel cells) encode the same texts once: the others wait, then read the cache.
-    Without ``fcntl`` (Windows), a usable folder or ``flock`` support, it goes on unlocked."""
-    fd: int | None = None
-    try:
-        import fcntl
-
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except (ImportError, OSError):
-        if fd is not None:
-            os.close(fd)
-            fd = None
-    try:
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)  # releases the lock
 
 
 def encode_texts(
@@ -188,19 +136,5 @@ def encode_texts(
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = folder / f"{cache_key(texts, model)}.npy"
-    cached = _read_cached(path, len(texts))
-    if cached is not None:
-        return cached
-    with _cache_lock(folder):
-        cached = _read_cached(path, len(texts))  # another process may have written it while we waited
-        if cached is not None:
-            return cached
-        embeddings = np.ascontiguousarray(_load_encoder(model)(texts, batch_size), dtype=np.float32)
-        if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
-            raise RuntimeError(f"encoder returned shape {embeddings.shape} for {len(texts)} texts")
-        try:
-            atomic_save_npy(path, embeddings)
-        except OSError as err:  # a read-only or full cache folder costs a recompute next time, not the run
-            warnings.warn(f"could not cache text embeddings in {str(folder)!r}: {err}", stacklevel=2)
-    return embeddings
+    return cached_array(folder, cache_key(texts, model), len(texts),
+                        lambda: _load_encoder(model)(texts, batch_size), what="texts")  # fmt: skip
