@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from robustlabels.audit.types import AuditData
+from robustlabels.data.readers import read_image_folder, read_image_npz, read_label_spec
 from robustlabels.errors import InputError, check_file
-from robustlabels.io import load_npy, read_labels, sha256_of_file
+from robustlabels.io import load_npy, sha256_of_file
 
 TEXT_DATASETS = ("noisy_agnews",)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def from_dataset(name: str, *, split: str = "train", root: str | None = None) -> AuditData:
@@ -59,13 +59,15 @@ def from_path(
     p = check_file(path, what="--data")
     suffixes = "".join(s.lower() for s in p.suffixes[-2:])
     if p.is_dir():
-        data = read_image_folder(p)
+        images, labels, names = read_image_folder(p, what="--data")
+        data = AuditData(labels, len(names), names, images=images, source=str(p))
     elif suffixes.endswith((".csv", ".csv.gz", ".jsonl", ".jsonl.gz")) and is_pair_table(p):
         data = read_pair_table(p)
     elif suffixes.endswith((".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".json.gz", ".json")):
         data = read_text_table(p, text_column=text_column, label_column=label_column)
     elif p.suffix.lower() == ".npz":
-        data = read_image_npz(p)
+        images, labels, names = read_image_npz(p, what="--data")
+        data = AuditData(labels, len(names), names, images=images)
     elif p.suffix.lower() == ".npy" and not labels_given and load_npy(p, what="--data", mmap=True).ndim == 3:
         from robustlabels.data.pairs import read_pair_array
 
@@ -83,22 +85,6 @@ def from_path(
     return data
 
 
-def read_labels_spec(spec: str, *, what: str) -> tuple[np.ndarray, str, str]:
-    """``(labels, file, sha256)`` from a ``.npy`` / ``.csv`` file or an ``FILE.npz:KEY`` / ``FILE.pt:KEY`` key."""
-    file, _, key = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
-    if key:
-        from robustlabels.data.readers import read_cifar_n
-
-        check_file(file, what=what)
-        labels = read_cifar_n(file, key)
-    else:
-        check_file(file, what=what)
-        if Path(file).suffix.lower() in (".npz", ".pt"):
-            raise InputError(f"{what} {file!r}: name the array to read as {file}:KEY")
-        labels = read_labels(file)
-    return labels.astype(np.int64), file, sha256_of_file(file)
-
-
 def as_features(array: np.ndarray, source: str) -> np.ndarray:
     """``(N, D)`` finite float32 features, or one line naming ``source`` and what is wrong."""
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
@@ -108,48 +94,6 @@ def as_features(array: np.ndarray, source: str) -> np.ndarray:
     if bad.size:
         raise InputError(f"features file {source!r} row {int(bad[0])} holds NaN or inf")
     return features
-
-
-def read_image_npz(path: Path) -> AuditData:
-    """An ``.npz`` with ``images`` uint8 ``(N, H, W[, 3])`` and ``labels`` ``(N,)`` (optional ``class_names``)."""
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("images", "labels") if k not in z.files]
-        if missing:
-            raise InputError(f"--data {str(path)!r}: missing array {missing[0]!r} (arrays: {', '.join(z.files)})")
-        images, labels = z["images"], z["labels"]
-        names = [str(n) for n in z["class_names"]] if "class_names" in z.files else []
-    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
-        raise InputError(f"--data {str(path)!r}: 'images' must be (N, H, W) or (N, H, W, 3); got {images.shape}")
-    if images.dtype != np.uint8:
-        if images.size and (images.min() < 0 or images.max() > 255):
-            raise InputError(f"--data {str(path)!r}: 'images' must be uint8 (0..255); got {images.dtype}")
-        images = images.astype(np.uint8)
-    images = images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
-    return AuditData(integer_labels(labels, f"{path}: 'labels'"), len(names), names, images=images)
-
-
-def read_image_folder(root: Path) -> AuditData:
-    """``root/<class name>/<image>``: classes sorted by name, images by path; resized to the first one's size."""
-    from PIL import Image
-
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files = [(f, c) for c, name in enumerate(classes) for f in sorted((root / name).rglob("*"))
-             if f.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
-    if not files:
-        raise InputError(f"--data {str(root)!r}: no images found in class sub-folders (<class>/<image>.png)")
-    images, size, mode = [], None, None
-    for file, _ in files:
-        try:
-            with Image.open(file) as img:
-                mode = mode or ("L" if img.mode in ("L", "1", "I;16") else "RGB")
-                converted = img.convert(mode)
-                size = size or converted.size
-                images.append(np.asarray(converted.resize(size) if converted.size != size else converted,
-                                         dtype=np.uint8))  # fmt: skip
-        except OSError as err:
-            raise InputError(f"--data image {str(file)!r} is not readable: {err}") from None
-    labels = np.array([c for _, c in files], dtype=np.int64)
-    return AuditData(labels, len(classes), classes, images=np.stack(images), source=str(root))
 
 
 PAIR_CLASSES = ["first side preferred", "second side preferred"]
@@ -252,19 +196,19 @@ def finish(
     """
     n = len(data.labels)
     if labels is not None:
-        data.labels, file, digest = read_labels_spec(labels, what="--labels")
+        data.labels, file, digest = read_label_spec(labels, what="--labels")
         data.hashes[file] = digest
         if len(data.labels) != n:
             raise InputError(f"--labels {file!r} has {len(data.labels)} labels but the data has {n} examples")
         n = len(data.labels)
     if clean_labels is not None:
-        data.clean_labels, file, digest = read_labels_spec(clean_labels, what="--clean-labels")
+        data.clean_labels, file, digest = read_label_spec(clean_labels, what="--clean-labels")
         data.hashes[file] = digest
         check_length(data.clean_labels, n, f"--clean-labels {file!r}")
     if swapped is not None:
         if data.pair_items is None:
             raise InputError(f"--swapped {swapped!r} applies to preference pairs only; --data holds none")
-        flags, file, digest = read_labels_spec(swapped, what="--swapped")
+        flags, file, digest = read_label_spec(swapped, what="--swapped")
         data.hashes[file] = digest
         check_length(flags, n, f"--swapped {file!r}")
         if np.any((flags != 0) & (flags != 1)):

@@ -1,6 +1,7 @@
 """Data modules that yield :class:`~robustlabels.types.Batch`; importing registers them for configs."""
 
 from robustlabels.data.datamodule import NoisyLabelDataModule
+from robustlabels.data.encoded import ImageFeaturesDataModule
 from robustlabels.data.images import (
     CIFAR10DataModule,
     DigitsDataModule,
@@ -20,6 +21,7 @@ __all__ = [
     "FeatureTableDataModule",
     "HHRLHFDataModule",
     "IMDBPrefDataModule",
+    "ImageFeaturesDataModule",
     "MNISTDataModule",
     "NoisyAGNewsDataModule",
     "NoisyLabelDataModule",

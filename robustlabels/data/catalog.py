@@ -189,6 +189,21 @@ def _not_found(name: str, split: str, searched: list[Path]) -> InputError:
     )
 
 
+def locate(name: str, split: str, root: str | Path | None = None) -> tuple[Path, Any] | InputError:
+    """``(root, files)`` of ``split`` in the first folder holding it, else the :class:`InputError` that
+    :func:`load_arrays` would raise (naming the places searched and how to get the files). ``digits`` is bundled."""
+    _check_name(name)
+    readers.check_split(split)
+    if name == "digits":
+        return Path(), None
+    searched = [Path(root).expanduser()] if root is not None else default_roots(name)
+    for candidate in searched:
+        found = _find(name, candidate, split) if candidate.is_dir() else None
+        if found is not None:
+            return candidate, found
+    return _not_found(name, split, searched)
+
+
 def load_arrays(name: str, *, split: str = "train", root: str | Path | None = None) -> DatasetArrays:
     """Load one split of a known dataset into numpy arrays, from local files only.
 
@@ -205,17 +220,14 @@ def load_arrays(name: str, *, split: str = "train", root: str | Path | None = No
         InputError: unknown name or split; the split found nowhere (the message names the places searched
             and how to get the files); malformed files.
     """
-    _check_name(name)
-    readers.check_split(split)
     if name == "digits":
-        return _load_digits(split)
-    searched = [Path(root).expanduser()] if root is not None else default_roots(name)
-    for candidate in searched:
-        found = _find(name, candidate, split) if candidate.is_dir() else None
-        if found is not None:
-            images, labels, names = _READERS[name](candidate, split)
-            return _finish(images, labels, names, str(found[0] if len(found) == 1 else found[0].parent))
-    raise _not_found(name, split, searched)
+        return _load_digits(readers.check_split(split))
+    located = locate(name, split, root)
+    if isinstance(located, InputError):
+        raise located
+    folder, found = located
+    images, labels, names = _READERS[name](folder, split)
+    return _finish(images, labels, names, str(found[0] if len(found) == 1 else found[0].parent))
 
 
 def _finish(images: np.ndarray, labels: np.ndarray, names: tuple[str, ...], source: str) -> DatasetArrays:

@@ -14,6 +14,8 @@ Layouts understood:
   ``cifar10_{split}_jpeg.npz`` (JPEG bytes + offsets) of ``shared/data``.
 * CIFAR-N label files (``cifar10n_labels.npz`` or upstream ``CIFAR-10_human.pt``), NoisyAG-News CSVs and
   JSON-lines text files, each optionally gzip-compressed.
+* A user's own images: a folder with one sub-folder per class, or an ``.npz`` with ``images`` and ``labels``;
+  a user's labels: ``.npy`` / ``.csv``, or ``FILE.npz:KEY`` / ``FILE.pt:KEY`` (:func:`read_label_spec`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import IO, Any
 import numpy as np
 
 from robustlabels.errors import InputError, check_file
+from robustlabels.io import read_labels, sha256_of_file
 
 SPLITS = ("train", "test")
 GZIP_MAGIC = b"\x1f\x8b"
@@ -48,6 +51,7 @@ CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 AGNEWS_COLUMNS = ("label", "gt", "text")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -590,3 +594,64 @@ def read_label_names(path: str | Path, *, label_key: str = "label") -> list[str]
     if not names:
         return None
     return [names.get(c, str(c)) for c in range(max(names) + 1)]
+
+
+# ----------------------------------------------------------------------------------------------- a user's own
+def read_label_spec(spec: str, *, what: str) -> tuple[np.ndarray, str, str]:
+    """``(labels (N,) int64, file, sha256)`` from a ``.npy`` / ``.csv`` file or an ``FILE.npz:KEY`` /
+    ``FILE.pt:KEY`` key (:func:`read_cifar_n`); ``what`` names the option in messages."""
+    file, _, key = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
+    check_file(file, what=what)
+    if key:
+        labels = read_cifar_n(file, key)
+    elif Path(file).suffix.lower() in (".npz", ".pt"):
+        raise InputError(f"{what} {file!r}: name the array to read as {file}:KEY")
+    else:
+        labels = read_labels(file)
+    return labels.astype(np.int64), file, sha256_of_file(file)
+
+
+def read_image_npz(path: Path, *, what: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(images (N, H, W[, 3]) uint8, labels (N,), class names)`` from an ``.npz`` with ``images`` and
+    ``labels`` (optional ``class_names``); ``what`` names the option in messages."""
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("images", "labels") if k not in z.files]
+        if missing:
+            raise InputError(f"{what} {str(path)!r}: missing array {missing[0]!r} (arrays: {', '.join(z.files)})")
+        images, labels = z["images"], z["labels"]
+        names = [str(n) for n in z["class_names"]] if "class_names" in z.files else []
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
+        raise InputError(f"{what} {str(path)!r}: 'images' must be (N, H, W) or (N, H, W, 3); got {images.shape}")
+    if images.dtype != np.uint8:
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise InputError(f"{what} {str(path)!r}: 'images' must be uint8 (0..255); got {images.dtype}")
+        images = images.astype(np.uint8)
+    images = images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.number) or np.any(labels != np.round(labels)):
+        raise InputError(f"{what} {str(path)!r}: 'labels' must be a 1-D array of integer labels; got "
+                         f"{labels.dtype} {labels.shape}")  # fmt: skip
+    return images, labels.astype(np.int64), names
+
+
+def read_image_folder(root: Path, *, what: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(images, labels, class names)`` from ``root/<class name>/<image>``: classes sorted by name, images by
+    path, each resized to the first one's size; ``what`` names the option in messages."""
+    from PIL import Image
+
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = [(f, c) for c, name in enumerate(classes) for f in sorted((root / name).rglob("*"))
+             if f.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
+    if not files:
+        raise InputError(f"{what} {str(root)!r}: no images found in class sub-folders (<class>/<image>.png)")
+    images, size, mode = [], None, None
+    for file, _ in files:
+        try:
+            with Image.open(file) as img:
+                mode = mode or ("L" if img.mode in ("L", "1", "I;16") else "RGB")
+                converted = img.convert(mode)
+                size = size or converted.size
+                images.append(np.asarray(converted.resize(size) if converted.size != size else converted,
+                                         dtype=np.uint8))  # fmt: skip
+        except OSError as err:
+            raise InputError(f"{what} image {str(file)!r} is not readable: {err}") from None
+    return np.stack(images), np.array([c for _, c in files], dtype=np.int64), classes

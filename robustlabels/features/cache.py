@@ -8,14 +8,19 @@ recompute next time, not the run.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from robustlabels.io import atomic_save_npy
+from robustlabels.io import atomic_save_npy, atomic_write_bytes
+
+T = TypeVar("T")
 
 CACHE_ENV = "ROBUSTLABELS_CACHE"
 
@@ -66,6 +71,25 @@ def cache_lock(folder: Path) -> Iterator[None]:
             os.close(fd)  # releases the lock
 
 
+def read_or_compute(folder: Path, path: Path, read: Callable[[], T | None], compute: Callable[[], T],
+                    write: Callable[[T], object], *, what: str) -> T:
+    """``read()`` when it finds a usable file at ``path``, else ``compute()`` under :func:`cache_lock` (re-reading
+    first: another process may have written it while this one waited), then ``write`` it for next time."""
+    cached = read()
+    if cached is not None:
+        return cached
+    with cache_lock(folder):
+        cached = read()
+        if cached is not None:
+            return cached
+        value = compute()
+        try:
+            write(value)
+        except OSError as err:  # a read-only or full cache folder costs a recompute next time, not the run
+            warnings.warn(f"could not cache {what} in {str(folder)!r}: {err}", stacklevel=3)
+    return value
+
+
 def cached_array(folder: Path, key: str, n: int, compute: Callable[[], np.ndarray], *, what: str) -> np.ndarray:
     """``<folder>/<key>.npy`` when it holds ``n`` rows, else ``compute()`` (``(n, D)``), cached for next time.
 
@@ -73,21 +97,39 @@ def cached_array(folder: Path, key: str, n: int, compute: Callable[[], np.ndarra
         RuntimeError: ``compute`` returned another number of rows (``what`` names the inputs).
     """
     path = folder / f"{key}.npy"
-    cached = read_cached(path, n)
-    if cached is not None:
-        return cached
-    with cache_lock(folder):
-        cached = read_cached(path, n)  # another process may have written it while we waited
-        if cached is not None:
-            return cached
+
+    def computed() -> np.ndarray:
         array = np.ascontiguousarray(compute(), dtype=np.float32)
         if array.ndim != 2 or array.shape[0] != n:
             raise RuntimeError(f"encoder returned shape {array.shape} for {n} {what}")
+        return array
+
+    return read_or_compute(folder, path, lambda: read_cached(path, n), computed,
+                           lambda array: atomic_save_npy(path, array), what=f"{what} embeddings")  # fmt: skip
+
+
+def cached_npz(
+    folder: Path, key: str, compute: Callable[[], dict[str, np.ndarray]], *, what: str
+) -> dict[str, np.ndarray]:
+    """``<folder>/<key>.npz`` (arrays by name, no pickles) when readable, else ``compute()``, cached for next time."""
+    path = folder / f"{key}.npz"
+
+    def read() -> dict[str, np.ndarray] | None:
+        if not path.is_file():
+            return None
         try:
-            atomic_save_npy(path, array)
-        except OSError as err:  # a read-only or full cache folder costs a recompute next time, not the run
-            warnings.warn(f"could not cache {what} embeddings in {str(folder)!r}: {err}", stacklevel=3)
-    return array
+            with np.load(path, allow_pickle=False) as z:
+                return {name: z[name] for name in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            warnings.warn(f"cache {str(path)!r} is unreadable ({err}); recomputing it", stacklevel=4)
+            return None
+
+    def write(arrays: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub takes the keywords for its own options
+        atomic_write_bytes(path, buffer.getvalue())
+
+    return read_or_compute(folder, path, read, compute, write, what=what)
 
 
 @contextlib.contextmanager

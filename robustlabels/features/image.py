@@ -146,11 +146,17 @@ def load_encoder(spec: EncoderSpec) -> Any:
     return model.eval().to(memory_format=torch.channels_last)
 
 
-def cache_key(images: np.ndarray, spec: EncoderSpec, resolution: int) -> str:
-    """SHA-256 (hex) of the encoder, its weights file's digest, the resolution and the images (shape, dtype, bytes)."""
+def encoder_fingerprint(spec: EncoderSpec, resolution: int) -> str:
+    """What makes two encodings of the same images equal: the cache version, architecture, weights file's digest,
+    normalisation and resolution."""
     weights = sha256_of_file(spec.weights) if Path(spec.weights).is_file() else spec.weights
-    header = (f"robustlabels-image-embeddings/{CACHE_VERSION}\0{spec.architecture}\0{weights}\0{spec.mean}{spec.std}"
-              f"\0{resolution}\0{images.shape}\0{images.dtype}\0")  # fmt: skip
+    return f"{CACHE_VERSION}\0{spec.architecture}\0{weights}\0{spec.mean}{spec.std}\0{resolution}"
+
+
+def cache_key(images: np.ndarray, spec: EncoderSpec, resolution: int) -> str:
+    """SHA-256 (hex) of :func:`encoder_fingerprint` and the images (shape, dtype, bytes)."""
+    header = (f"robustlabels-image-embeddings/{encoder_fingerprint(spec, resolution)}\0{images.shape}"
+              f"\0{images.dtype}\0")  # fmt: skip
     digest = hashlib.sha256(header.encode())
     digest.update(np.ascontiguousarray(images).data)
     return digest.hexdigest()
