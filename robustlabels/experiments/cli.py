@@ -13,7 +13,7 @@ from robustlabels.cli import error_line, report_error
 from robustlabels.errors import InputError
 from robustlabels.experiments.configs import build_config, run_overrides
 from robustlabels.experiments.runner import cell_state, changed_cells, metrics_path, run_suite, threads_per_job
-from robustlabels.experiments.suite import Cell, Suite, grid, load_suite
+from robustlabels.experiments.suite import Cell, Suite, grid, load_suite, missing_data
 
 
 def _csv(value: str) -> list[str]:
@@ -75,6 +75,13 @@ def _prepare(ns: argparse.Namespace) -> tuple[Suite, list[Cell], dict[str, Any]]
     cells = grid(suite, datasets=ns.datasets, settings=ns.settings, strategies=ns.only, seeds=ns.seeds)
     if not cells:
         raise InputError("the filters leave no cell to run")
+    for name in dict.fromkeys(c.dataset for c in cells):  # data this machine lacks: skipped, saying what to provide
+        missing = missing_data(suite.datasets[name])
+        if missing:
+            print(f"{missing}", file=sys.stderr)
+            cells = [c for c in cells if c.dataset != name]
+    if not cells:
+        raise InputError("every dataset the filters choose lacks its data here (see the lines above)")
     return suite, cells, run_overrides(limit_epochs=ns.limit_epochs, data_fake=ns.data_fake)
 
 
@@ -106,8 +113,10 @@ def main(args: Sequence[str] | None = None) -> int:
     except InputError as err:
         return report_error(error_line(err))
 
+    runnable = [c for c in grid(suite) if not missing_data(suite.datasets[c.dataset])]  # the report's cells
+
     def report(curves: bool = True) -> None:
-        write_report(suite, grid(suite), out, command=_command_line(argv), curves=curves)
+        write_report(suite, runnable, out, command=_command_line(argv), curves=curves)
 
     if ns.report_only:
         report()

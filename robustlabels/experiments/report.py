@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlabels.experiments.runner import failed_path, metrics_path, read_config
-from robustlabels.experiments.suite import Cell, DatasetSpec, Suite, repo_root
+from robustlabels.experiments.suite import Cell, DatasetSpec, Suite, missing_data, repo_root
 from robustlabels.io import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ("dataset", "noise", "rate", "realized_rate", "strategy", "seed", "best_test_acc", "final_test_acc",
@@ -183,6 +183,9 @@ def dataset_section(suite: Suite, dataset: str, results: Sequence[CellResult]) -
     epochs = sorted({int(r.summary["epochs"]) for r in mine if "epochs" in r.summary})
     lines = [f"## {dataset}", "", f"Base config `{suite.datasets[dataset].config}`; "
              f"{len(mine)} finished cell(s); epochs run: {', '.join(map(str, epochs)) or '—'}.", ""]  # fmt: skip
+    missing = missing_data(suite.datasets[dataset])
+    if missing and not mine:
+        return [*lines, f"**Not run here**: {missing}.", ""]
     for key, caption in table_captions(suite.datasets[dataset]).items():
         lines += [caption, "", *accuracy_table(suite, dataset, results, key), ""]
     return lines

@@ -9,6 +9,7 @@ A **suite** (a YAML file; the shipped ones are ``robustlabels/experiments/suites
         config: configs/quickstart.yaml       # base fit config (see configs.base_config_path)
         metric: accuracy                      # optional: accuracy (default) or f1 (of class 1, binary tasks)
         selection: final                      # optional: final (default, the last epoch) or best_val
+        requires: [dataset:cifar100, ../shared/data/cifar_n/cifar100n_labels.npz]   # optional (below)
         overrides: {...}                      # optional, nested, deep-merged into the base config
         strategy_overrides: {elr: {...}}      # optional, per strategy, for this dataset
         settings:
@@ -31,6 +32,9 @@ on the test split, taken at the last epoch (``selection: final``) or at the epoc
 by the same metric (``selection: best_val``, the STORM protocol); :attr:`DatasetSpec.result_key` names it in a run's
 ``metrics.json`` summary. A ``paper`` entry gives the published number as ``value``, in that metric and selection;
 ``final_test_acc`` (the older key) is the same for a dataset that keeps the defaults, and is refused otherwise.
+A dataset's ``requires`` lists what must exist for its cells to run: ``dataset:<catalog name>`` (both splits found
+where :mod:`robustlabels.data.catalog` looks) or a file path (relative to the repository root). Where one is missing
+the dataset is skipped with one line naming what to provide (:func:`missing_data`), and the report says so.
 ``noise`` and ``rate`` name a setting (its folder ``<noise>-<rate>`` and its row in the report); the noise
 itself comes from the setting's ``overrides``. A **cell** is dataset × setting × strategy × seed; how its
 config is merged from these layers is in :mod:`robustlabels.experiments.configs`, and how it runs in
@@ -54,7 +58,7 @@ from robustlabels.errors import InputError
 
 NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer", "noise_seed", "seed_sets_split"}
-DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides", "metric", "selection"}
+DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides", "metric", "selection", "requires"}
 SETTING_KEYS = {"noise", "rate", "overrides", "strategy_overrides", "strategies"}
 PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "value", "final_test_acc", "source"}
 PAPER_VALUE_KEYS = ("value", "final_test_acc")  # exactly one; final_test_acc: the older name, default datasets only
@@ -125,6 +129,7 @@ class DatasetSpec:
     strategy_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric: str = "accuracy"  # one of METRICS
     selection: str = "final"  # one of SELECTIONS
+    requires: tuple[str, ...] = ()  # dataset:<catalog name> or a path; missing -> the dataset is skipped
 
     def setting(self, label: str) -> Setting:
         """The setting whose :attr:`Setting.label` is ``label``."""
@@ -362,8 +367,30 @@ def _parse_dataset(name: str, entry: Any, strategies: dict[str, Any]) -> Dataset
         settings=settings,
         metric=_choice(entry.get("metric", "accuracy"), METRICS, f"{where}.metric"),
         selection=_choice(entry.get("selection", "final"), SELECTIONS, f"{where}.selection"),
+        requires=_requires(entry.get("requires", []), f"{where}.requires"),
         **_layers(entry, where, strategies),
     )
+
+
+def _requires(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InputError(f"`{where}` must be a list of `dataset:<name>` entries and file paths; got {value!r}")
+    return tuple(value)
+
+
+def missing_data(spec: DatasetSpec) -> str | None:
+    """Why ``spec``'s cells cannot run on this machine (one line naming each missing requirement), or ``None``."""
+    from robustlabels.data.catalog import locate
+
+    missing = []
+    for need in spec.requires:
+        kind, _, name = need.partition(":")
+        if kind == "dataset" and name:
+            missing += [str(err) for err in (locate(name, split) for split in ("train", "test"))
+                        if isinstance(err, InputError)][:1]  # fmt: skip
+        elif not (repo_root() / need).exists():
+            missing.append(f"file {need!r} not found (relative to {repo_root()})")
+    return f"dataset {spec.name!r} skipped: {'; '.join(missing)}" if missing else None
 
 
 def _choice(value: Any, choices: Sequence[str], where: str) -> str:

@@ -184,7 +184,7 @@ def test_shipped_suites_and_their_configs_are_package_data(tmp_path: Path, monke
         for dataset, spec in suite.datasets.items():
             assert base_config_path(suite, dataset) == package_path(spec.config)
         assert all(build_config(suite, cell) for cell in grid(suite, seeds=suite.seeds[:1]))
-    with pytest.raises(InputError, match="suite 'nope' not found; known suites: cifar10-gpu, cpu, pairs-cpu, smoke"):
+    with pytest.raises(InputError, match="known suites: cifar-n-cpu, cifar10-gpu, cpu, pairs-cpu, smoke, storm-spam"):
         load_suite("nope")
 
 
@@ -371,3 +371,32 @@ def test_cifar10_suite_smoke_on_fake_data(tmp_path: Path) -> None:
     assert "Fake data" in (out / "report.md").read_text()
     with open(out / "results.csv", newline="") as handle:
         assert [r["noise"] for r in csv.DictReader(handle)] == ["asymmetric"]
+
+
+def test_a_dataset_whose_data_is_missing_is_skipped_with_what_to_provide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CIFAR-100N's images are not shipped: its cells are skipped, the line names the files, the report says so."""
+    monkeypatch.chdir(tmp_path)  # nothing under ./data
+    monkeypatch.delenv("ROBUSTLABELS_DATA", raising=False)
+    (tmp_path / "labels.npz").write_bytes(b"")
+    digits = SUITE["datasets"]["digits"]
+    needs = ["dataset:cifar100", "labels.npz", "gone.npz"]
+    suite_dict = {**SUITE, "datasets": {"digits": {**digits, "requires": ["dataset:digits"]},
+                                        "c100": {**digits, "requires": needs}}}  # fmt: skip
+    path = write_suite(tmp_path, suite_dict)
+    monkeypatch.setattr("robustlabels.experiments.suite.repo_root", lambda: tmp_path)
+    suite = load_suite(path)
+    from robustlabels.experiments.suite import missing_data
+
+    assert missing_data(suite.datasets["digits"]) is None
+    why = missing_data(suite.datasets["c100"])
+    assert why is not None and "\n" not in why and "cifar-100-python" in why and "'gone.npz'" in why
+    assert "labels.npz" not in why.replace("gone.npz", "")  # the file that exists is not named
+    out = tmp_path / "out"
+    assert run_cli("--suite", str(path), "--out", str(out), "--datasets", "c100", "--dry-run") == 2
+    assert "dataset 'c100' skipped" in capsys.readouterr().err
+    report.write_report(suite, grid(suite), out, command="python -m robustlabels.experiments ...", curves=False)
+    assert "**Not run here**: dataset 'c100' skipped" in (out / "report.md").read_text()
+    with pytest.raises(InputError, match=r"`datasets\.c100\.requires` must be a list"):
+        load_suite(write_suite(tmp_path, {**suite_dict, "datasets": {"c100": {**digits, "requires": "x"}}}))
