@@ -86,6 +86,11 @@ def parser() -> argparse.ArgumentParser:
                        "with, or a bundled config's name; default: audit/{cnn,mlp}_{ce,elr} by input kind "
                        "(robustlabels/configs)")  # fmt: skip
     train.add_argument("--epochs", type=int, help="override trainer.max_epochs")
+    train.add_argument("--fold-epoch", default="auto", choices=("auto", "best", "last"),
+                       help="which epoch of each confident_learning fold model predicts: best (on a 10 %% split of "
+                       "the fold's training rows, against their given labels), last, or auto: best for feature "
+                       "vectors (pretrained image features, text embeddings, --features), last for pixels and "
+                       "pairs")  # fmt: skip
     knn = p.add_argument_group("knn (SimiFeat)")
     knn.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
     knn.add_argument("--rule", default="mv", choices=("mv", "rank"), help="SimiFeat's flagging rule")
@@ -203,13 +208,24 @@ class Audit:
             data.pred_probs = cross_val_pred_probs(model_inputs(data), data.labels, num_classes=data.num_classes,
                                                    config=self.config("confident_learning"), folds=args.folds,
                                                    seed=args.seed, root_dir=self.out / "folds",
-                                                   epochs=args.epochs)  # fmt: skip
+                                                   epochs=args.epochs,
+                                                   best_epoch=self.fold_epoch() == "best")  # fmt: skip
             self.timings["cross_val_pred_probs"] = time.perf_counter() - start
             atomic_save_npy(self.out / "pred_probs.npy", data.pred_probs)
         result = confident_learning(data.labels, data.pred_probs, filter_by=args.filter_by, rank_by=args.rank_by,
                                     low_memory=args.low_memory or None)  # fmt: skip
         result.params["folds"] = None if args.pred_probs else args.folds
+        if not args.pred_probs:
+            result.params["fold_epoch"] = self.fold_epoch()
         return result
+
+    def fold_epoch(self) -> str:
+        """``--fold-epoch`` with ``auto`` resolved: ``best`` for ``(N, D)`` feature vectors, else ``last`` (pixels,
+        preference pairs: as before the option existed)."""
+        if self.args.fold_epoch != "auto":
+            return str(self.args.fold_epoch)
+        inputs = model_inputs(self.data)
+        return "best" if inputs.ndim == 2 and inputs.dtype != np.uint8 else "last"
 
     def dynamics(self) -> MethodResult:
         from robustlabels.audit.dynamics import training_dynamics

@@ -22,6 +22,7 @@ from robustlabels.noise.joint import estimate_joint
 FILTER_BY = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
              "low_normalized_margin", "low_self_confidence")  # fmt: skip
 RANK_BY = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+BEST_EPOCH_VAL_FRACTION = 0.1  # of each fold's training rows, to choose the epoch on (best_epoch)
 LOW_MEMORY_ABOVE = 2_000_000  # examples; cleanlab's batched path keeps memory bounded beyond this
 
 
@@ -36,15 +37,19 @@ def cross_val_pred_probs(
     root_dir: str | Path = "runs/audit",
     epochs: int | None = None,
     progress: bool = True,
+    best_epoch: bool = False,
 ) -> np.ndarray:
     """``(N, C)`` out-of-sample probabilities: each fold's rows predicted by a model trained on the others.
 
     Folds are ``StratifiedKFold(folds, shuffle=True, random_state=seed)`` over ``labels``, as in cleanlab's
-    ``estimate_confident_joint_and_cv_pred_proba``; fold ``f`` trains with seed ``seed + f``.
+    ``estimate_confident_joint_and_cv_pred_proba``; fold ``f`` trains with seed ``seed + f``. ``best_epoch``: each
+    fold model trains on 90 % of its rows and predicts from the epoch that scores best on the other 10 % against
+    their given labels (:class:`~robustlabels.audit.training.HeldOutAtBestEpoch`), instead of from the last epoch.
     """
     from sklearn.model_selection import StratifiedKFold
 
-    from robustlabels.audit.training import fit_arrays, predict
+    from robustlabels.audit.training import HeldOutAtBestEpoch, fit_arrays, predict
+    from robustlabels.data.datamodule import stratified_split
 
     pred_probs = np.zeros((len(labels), num_classes), dtype=np.float32)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -52,11 +57,23 @@ def cross_val_pred_probs(
         if progress:
             print(f"[audit] confident_learning: fold {fold + 1}/{folds}, {len(train_rows)} train, "
                   f"{len(heldout_rows)} held out", file=sys.stderr, flush=True)  # fmt: skip
+        callbacks = []
+        if best_epoch:
+            kept, val = stratified_split(labels[train_rows], BEST_EPOCH_VAL_FRACTION, seed=seed + fold)
+            train_rows, val_rows = train_rows[kept], train_rows[val]
+            callbacks = [HeldOutAtBestEpoch(inputs, labels, val_rows, heldout_rows)]
         module, _, datamodule = fit_arrays(config, inputs, labels, num_classes=num_classes, train_rows=train_rows,
                                            heldout_rows=heldout_rows, seed=seed + fold,
                                            root_dir=Path(root_dir) / f"fold{fold}", epochs=epochs,
-                                           progress=progress)  # fmt: skip
-        pred_probs[heldout_rows] = predict(module, datamodule, inputs, heldout_rows)[0]
+                                           progress=progress, callbacks=callbacks)  # fmt: skip
+        if callbacks:
+            pred_probs[heldout_rows] = callbacks[0].probs
+            if progress:
+                print(f"[audit] confident_learning: fold {fold + 1} predicts from epoch {callbacks[0].best_epoch + 1} "
+                      f"(accuracy {callbacks[0].best_accuracy:.3f} on its given validation labels)", file=sys.stderr,
+                      flush=True)  # fmt: skip
+        else:
+            pred_probs[heldout_rows] = predict(module, datamodule, inputs, heldout_rows)[0]
     return pred_probs
 
 

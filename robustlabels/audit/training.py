@@ -179,6 +179,34 @@ def predict(
     return torch.cat(probs).numpy(), torch.cat(feats).numpy()
 
 
+class HeldOutAtBestEpoch(pl.Callback):
+    """Predictions on ``heldout_rows`` from the epoch whose accuracy on ``val_rows`` against their **given** labels
+    is highest: early stopping with no clean label. Under class-conditional noise the accuracy on noisy labels
+    peaks where the clean accuracy does (it is an affine function of it when the noise is uniform; Chen et al.,
+    "Robustness of Accuracy Metric and its Inspirations in Learning with Noisy Labels", AAAI 2021).
+
+    Training stops ``patience`` epochs after the best one. After fit: :attr:`probs` ``(R, C)`` for
+    ``heldout_rows``, :attr:`best_epoch`, :attr:`best_accuracy`.
+    """
+
+    def __init__(
+        self, inputs: np.ndarray, labels: np.ndarray, val_rows: np.ndarray, heldout_rows: np.ndarray, patience: int = 5
+    ) -> None:
+        self.inputs, self.val_labels, self.patience = inputs, labels[val_rows], patience
+        self.rows = np.concatenate([val_rows, heldout_rows])
+        self.best_accuracy, self.best_epoch = -1.0, -1
+        self.probs = np.zeros((0, 0), dtype=np.float32)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        probs = predict(pl_module, trainer.datamodule, self.inputs, self.rows)[0]  # type: ignore[attr-defined]
+        pl_module.train()  # predict() switched to eval mode; the next epoch trains
+        accuracy = float(np.mean(probs[: len(self.val_labels)].argmax(1) == self.val_labels))
+        if accuracy > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = accuracy, trainer.current_epoch
+            self.probs = probs[len(self.val_labels) :]
+        trainer.should_stop = trainer.should_stop or trainer.current_epoch - self.best_epoch >= self.patience
+
+
 class TrainingDynamics(pl.Callback):
     """Per-sample statistics over a training run, from the logits ``training_step`` already computed.
 
