@@ -81,8 +81,9 @@ def parser() -> argparse.ArgumentParser:
                      help="views of the texts, comma-separated: minilm (all-MiniLM-L6-v2 embeddings: the first 256 "
                      "word pieces, the meaning), tfidf (TF-IDF of every word, sparse); confident_learning averages "
                      "the out-of-fold probabilities of a logistic regression per view, knn votes on all views at "
-                     "once (mean cosine), dynamics trains on minilm. auto (default): minilm,tfidf for text; none: "
-                     "the models of --fit-config on MiniLM embeddings (before 2026-12)")  # fmt: skip
+                     "once (mean cosine), dynamics trains on minilm (--fit-config applies to it only). auto "
+                     "(default): minilm,tfidf for text; none: the models of --fit-config on MiniLM embeddings "
+                     "(before 2026-12)")  # fmt: skip
     enc = p.add_argument_group("pretrained image features (the images extra)")
     enc.add_argument("--encoder", default="auto", help="image encoder for every method: auto (efficientnet_lite0 for "
                      "images of 24 px and more when the images extra is installed, else none), efficientnet_lite0, "
