@@ -5,6 +5,7 @@ Examples::
     python -m robustlabels.audit --dataset fashion_mnist --split test --method confident_learning --out runs/audit
     python -m robustlabels.audit --data my_images/ --method all --out runs/audit_mine
     python -m robustlabels.audit --data reviews.csv --text-column body --label-column stars --method knn --out a
+    python -m robustlabels.audit --dataset noisy_agnews --text-views minilm --method confident_learning,knn --out c
     python -m robustlabels.audit --data feats.npy --labels labels.npy --pred-probs probs.npy --out b
 
 Writes ``issues.csv``, ``summary.json`` and ``report.html`` (plus ``pred_probs.npy`` when confident learning
@@ -35,7 +36,7 @@ PAIR_METHODS = ("rank_consistency",)  # preference pairs only; part of ``all`` t
 OUTPUT_NAMES = ("issues.csv", "summary.json", "report.html")
 STAGES = {"dynamics": "one training run", "knn": "kNN votes (SimiFeat)",
           "confident_learning": "cleanlab on out-of-sample probabilities (K-fold training unless --pred-probs)",
-          "rank_consistency": "cross-fitted Bradley-Terry ranking of the recurring responses"}
+          "rank_consistency": "cross-fitted Bradley-Terry ranking of the recurring responses"}  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +76,14 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTER_BY)
     cl.add_argument("--rank-by", default="self_confidence", choices=RANK_BY)
     cl.add_argument("--low-memory", action="store_true", help="cleanlab's batched path (automatic above 2M)")
+    txt = p.add_argument_group("text views (text data without --features)")
+    txt.add_argument("--text-views", default="auto", metavar="VIEWS",
+                     help="views of the texts, comma-separated: minilm (all-MiniLM-L6-v2 embeddings: the first 256 "
+                     "word pieces, the meaning), tfidf (TF-IDF of every word, sparse); confident_learning averages "
+                     "the out-of-fold probabilities of a logistic regression per view, knn votes on all views at "
+                     "once (mean cosine), dynamics trains on minilm (--fit-config applies to it only). auto "
+                     "(default): minilm,tfidf for text; none: the models of --fit-config on MiniLM embeddings "
+                     "(before 2026-12)")  # fmt: skip
     enc = p.add_argument_group("pretrained image features (the images extra)")
     enc.add_argument("--encoder", default="auto", help="image encoder for every method: auto (efficientnet_lite0 for "
                      "images of 24 px and more when the images extra is installed, else none), efficientnet_lite0, "
@@ -183,15 +192,59 @@ def model_inputs(data: AuditData) -> np.ndarray:
     return data.features
 
 
+DEFAULT_TEXT_VIEWS = ("minilm", "tfidf")  # chosen by measurement: docs/results/audit.md, "Text on two views"
+
+
+def text_views(args: argparse.Namespace, data: AuditData) -> list[str]:
+    """The views ``--text-views`` asks for: ``[]`` (the single-feature path) for images, features, pairs and
+    ``none``; ``auto``: :data:`DEFAULT_TEXT_VIEWS` for text."""
+    from robustlabels.audit.views import parse_views
+
+    spec = str(args.text_views).strip().lower()
+    is_text = data.texts is not None and data.images is None and data.pair_items is None and not args.features
+    if spec in ("auto", "none"):
+        return list(DEFAULT_TEXT_VIEWS) if spec == "auto" and is_text else []
+    views = parse_views(spec)
+    if not is_text:
+        raise InputError(f"--text-views {args.text_views}: needs text data (.csv/.jsonl texts or --dataset "
+                         "noisy_agnews) without --features; this input has none")  # fmt: skip
+    return views
+
+
 class Audit:
     """Runs the requested methods on one :class:`AuditData`, sharing what they can (one trained model)."""
 
-    def __init__(self, data: AuditData, args: argparse.Namespace) -> None:
+    def __init__(self, data: AuditData, args: argparse.Namespace, views: list[str] | None = None) -> None:
         self.data, self.args = data, args
         self.out = Path(args.out)
         self.timings: dict[str, float] = {}
         self.dynamics_features: np.ndarray | None = None
         self.methods: list[str] = []
+        self.views = list(views or [])
+        self._view_inputs: dict[str, Any] = {}
+
+    def prepare_views(self) -> None:
+        """Build the TF-IDF view up front (seconds), so that texts without usable terms fail before any method."""
+        if "tfidf" in self.views and "tfidf" not in self._view_inputs:
+            from robustlabels.audit.views import tfidf_matrix
+
+            start = time.perf_counter()
+            assert self.data.texts is not None  # text_views() admits text only
+            self._view_inputs["tfidf"] = tfidf_matrix(self.data.texts)
+            self.timings["tfidf"] = time.perf_counter() - start
+
+    def view_inputs(self) -> dict[str, Any]:
+        """``{view: (N, D) inputs}`` of the text views, in ``--text-views`` order: MiniLM embeddings (dense),
+        TF-IDF (sparse)."""
+        self.prepare_views()
+        if "minilm" in self.views and "minilm" not in self._view_inputs:
+            self._view_inputs["minilm"] = model_inputs(self.data)
+        return {name: self._view_inputs[name] for name in self.views}
+
+    def describe_views(self) -> str:
+        """What the text views are, for the report."""
+        parts = {"minilm": "all-MiniLM-L6-v2 embeddings", "tfidf": "TF-IDF of unigrams and bigrams (sparse)"}
+        return "text views: " + " + ".join(parts[v] for v in self.views)
 
     def config(self, method: str) -> dict[str, Any]:
         from robustlabels.audit.training import default_fit_config, load_fit_config
@@ -203,7 +256,20 @@ class Audit:
         from robustlabels.io import atomic_save_npy
 
         data, args = self.data, self.args
-        if data.pred_probs is None:
+        views: dict[str, Any] = {}
+        if data.pred_probs is None and self.views:
+            from robustlabels.audit.views import LINEAR_C, VIEW_COMBINE, view_pred_probs
+
+            start = time.perf_counter()
+            data.pred_probs, _, seconds = view_pred_probs(self.view_inputs(), data.labels,
+                                                          num_classes=data.num_classes, folds=args.folds,
+                                                          seed=args.seed)  # fmt: skip
+            self.timings["cross_val_pred_probs"] = time.perf_counter() - start
+            self.timings.update({f"cross_val_{name}": value for name, value in seconds.items()})
+            views = {"text_views": self.views, "model": "LogisticRegression (L2, multinomial) per view",
+                     "C": {v: LINEAR_C[v] for v in self.views}, "combine": VIEW_COMBINE}  # fmt: skip
+            atomic_save_npy(self.out / "pred_probs.npy", data.pred_probs)
+        elif data.pred_probs is None:
             start = time.perf_counter()
             data.pred_probs = cross_val_pred_probs(model_inputs(data), data.labels, num_classes=data.num_classes,
                                                    config=self.config("confident_learning"), folds=args.folds,
@@ -215,8 +281,9 @@ class Audit:
         result = confident_learning(data.labels, data.pred_probs, filter_by=args.filter_by, rank_by=args.rank_by,
                                     low_memory=args.low_memory or None)  # fmt: skip
         result.params["folds"] = None if args.pred_probs else args.folds
-        if not args.pred_probs:
+        if not args.pred_probs and not views:  # the views' logistic regressions have no epochs
             result.params["fold_epoch"] = self.fold_epoch()
+        result.params.update(views)
         return result
 
     def fold_epoch(self) -> str:
@@ -241,6 +308,17 @@ class Audit:
     def knn_features(self) -> tuple[np.ndarray, str]:
         """The user's features, else text embeddings, else a trained model's penultimate image features."""
         data = self.data
+        if self.views:
+            from robustlabels.audit.views import joint_neighbour_features, tfidf_neighbour_features
+
+            start = time.perf_counter()
+            inputs = self.view_inputs()
+            dense = [inputs[v] if v == "minilm" else tfidf_neighbour_features(inputs[v], seed=self.args.seed)
+                     for v in self.views]  # fmt: skip
+            self.timings["knn_features"] = time.perf_counter() - start
+            what = " + ".join({"minilm": "all-MiniLM-L6-v2 embeddings", "tfidf": "TF-IDF (LSA, 256 dims)"}[v]
+                              for v in self.views)  # fmt: skip
+            return joint_neighbour_features(dense), what + (", mean cosine" if len(self.views) > 1 else "")
         if data.features is not None or data.images is None:
             what = "given features"
             if not self.args.features and data.images is not None:
@@ -330,10 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         data = load(args)
         methods, with_ensemble = parse_methods(args.method, pairs=data.pair_items is not None)
         out.mkdir(parents=True, exist_ok=True)
-        audit = Audit(data, args)
+        audit = Audit(data, args, views=text_views(args, data))
         with contextlib.redirect_stdout(sys.stderr):  # progress bars and chatter: stdout is for the result only
             embedding = time.perf_counter()
-            inputs_used = embed_images(data, args)
+            audit.prepare_views()
+            inputs_used = audit.describe_views() if audit.views else embed_images(data, args)
             if data.features is not None and data.images is not None:
                 audit.timings["image_features"] = time.perf_counter() - embedding
             results, final = audit.run(methods, with_ensemble)
@@ -341,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         from robustlabels.audit.report import write_audit
 
         extra = {"command": shlex.join([sys.executable, "-m", "robustlabels.audit", *(argv or sys.argv[1:])]),
-                 "model_inputs": inputs_used or None,
+                 "model_inputs": inputs_used or None, "text_views": audit.views or None,
                  "timings_seconds": {k: round(v, 3) for k, v in audit.timings.items()}, "out": str(out)}  # fmt: skip
         summary = write_audit(out, data, results, final, extra=extra, force=True)
     except InputError as err:
