@@ -398,3 +398,62 @@ class NoisyLabelDataModule(pl.LightningDataModule):
                 "checkpoint was trained on different noisy labels (noisy_labels_sha256 differs); "
                 "use the run's saved noise (noise: {class_path: LabelsFile, ...}) or the same noise seed"
             )
+
+
+class FeatureDataModule(NoisyLabelDataModule):
+    """Base of the data modules whose inputs are feature vectors ``(N, D)`` and whose ``D`` and ``C`` come from the
+    data: subclasses implement :meth:`read_splits`.
+
+    The splits are read once, when the shape is first asked for (the fit CLI links ``input_shape`` and
+    ``num_classes`` into the model before ``setup``), and released after ``setup``; ``fake=True`` serves
+    :attr:`fake_shape` instead.
+    """
+
+    fake_shape: tuple[int, int]  # (D, C) served with fake=True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._splits: dict[str, tuple[np.ndarray, ...]] | None = None
+        self._shape: tuple[int, int] | None = None  # (D, C)
+
+    def read_splits(self) -> tuple[dict[str, tuple[np.ndarray, ...]], int]:
+        """``({split: (features (N, D) float32, labels (N,)[, true labels (N,)])}, C)``; ``val`` only for a
+        dataset with a validation split of its own."""
+        raise NotImplementedError
+
+    def splits(self) -> dict[str, tuple[np.ndarray, ...]]:
+        """The splits, read once (:meth:`read_splits`); the feature widths are checked to agree."""
+        if self._splits is None:
+            splits, num_classes = self.read_splits()
+            width = splits["train"][0].shape[1]
+            for split, (features, *_) in splits.items():
+                if features.ndim != 2 or features.shape[1] != width:
+                    raise InputError(f"{type(self).__name__}: {split} features have shape {features.shape}; the "
+                                     f"training features have {width} columns")  # fmt: skip
+            self._splits, self._shape = splits, (width, num_classes)
+        return self._splits
+
+    def _dims(self) -> tuple[int, int]:
+        if self.fake:
+            return self.fake_shape
+        if self._shape is None:
+            self.splits()
+        assert self._shape is not None
+        return self._shape
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here, a class attribute elsewhere
+        """``(D,)``: the feature width (reads the data the first time)."""
+        return (self._dims()[0],)
+
+    @property
+    def num_classes(self) -> int:  # type: ignore[override]
+        """``C`` (reads the data the first time)."""
+        return self._dims()[1]
+
+    def load_split(self, split: str) -> tuple[np.ndarray, ...]:  # type: ignore[override]
+        return self.splits()[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        self._splits = None  # the datasets' tensors hold the features from now on

@@ -27,12 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from robustlabels.data.datamodule import NoisyLabelDataModule, stratified_split
+from robustlabels.data.datamodule import FeatureDataModule, stratified_split
 from robustlabels.data.readers import read_image_folder, read_image_npz, read_label_spec
 from robustlabels.errors import InputError, check_file, check_interval
 from robustlabels.io import sha256_of_file
-
-FAKE_FEATURES = (1280, 10)  # (D, C) served with fake=True: EfficientNet-Lite0's width, ten classes
 
 
 def read_images(path: str, *, what: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -45,7 +43,7 @@ def read_images(path: str, *, what: str) -> tuple[np.ndarray, np.ndarray, list[s
     return images, labels, names or [str(c) for c in range(int(labels.max(initial=1)) + 1)]
 
 
-class ImageFeaturesDataModule(NoisyLabelDataModule):
+class ImageFeaturesDataModule(FeatureDataModule):
     """Frozen pretrained image features ``(N, D)`` with their (noisy) labels (module docstring).
 
     Args:
@@ -58,6 +56,8 @@ class ImageFeaturesDataModule(NoisyLabelDataModule):
         resolution: image side fed to the encoder (128 px); cache_dir: the embedding cache folder.
         **kwargs: see :class:`~robustlabels.data.datamodule.NoisyLabelDataModule`.
     """
+
+    fake_shape: tuple[int, int] = (1280, 10)  # (D, C) served with fake=True: EfficientNet-Lite0's width, ten classes
 
     def __init__(
         self,
@@ -87,8 +87,6 @@ class ImageFeaturesDataModule(NoisyLabelDataModule):
         self.encoder, self.encoder_weights, self.resolution = encoder, encoder_weights, resolution
         self.cache_dir = cache_dir
         self.class_names: list[str] = []
-        self._splits: dict[str, tuple[np.ndarray, ...]] | None = None
-        self._shape: tuple[int, int] | None = None  # (D, C)
 
     # ---- reading and encoding, once ---------------------------------------------------------------
     def encode(self, images: np.ndarray) -> np.ndarray:
@@ -163,35 +161,3 @@ class ImageFeaturesDataModule(NoisyLabelDataModule):
         if len(given) != n:
             raise InputError(f"`labels` {file!r} has {len(given)} labels but the training images number {n}")
         return given
-
-    def splits(self) -> dict[str, tuple[np.ndarray, ...]]:
-        """Every split as ``(features (N, D) float32, labels[, true labels])``, read once."""
-        if self._splits is None:
-            self._splits, num_classes = self.read_splits()
-            self._shape = (self._splits["train"][0].shape[1], num_classes)
-        return self._splits
-
-    def _dims(self) -> tuple[int, int]:
-        if self.fake:
-            return FAKE_FEATURES
-        if self._shape is None:
-            self.splits()
-        assert self._shape is not None
-        return self._shape
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here, a class attribute elsewhere
-        """``(D,)``: the encoder's feature width (encodes the images the first time)."""
-        return (self._dims()[0],)
-
-    @property
-    def num_classes(self) -> int:  # type: ignore[override]
-        """``C``."""
-        return self._dims()[1]
-
-    def load_split(self, split: str) -> tuple[np.ndarray, ...]:  # type: ignore[override]
-        return self.splits()[split]
-
-    def setup(self, stage: str | None = None) -> None:
-        super().setup(stage)
-        self._splits = None  # the datasets' tensors hold the features from now on

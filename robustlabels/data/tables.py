@@ -40,7 +40,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from robustlabels.data.catalog import ENV_VAR
-from robustlabels.data.datamodule import NoisyLabelDataModule
+from robustlabels.data.datamodule import FeatureDataModule
 from robustlabels.errors import InputError, check_choice
 from robustlabels.features import text as text_features
 
@@ -243,11 +243,9 @@ def check_labels(tables: dict[Split, TextTable], num_classes: int | None) -> int
     return num_classes
 
 
-class LabelledTextDataModule(NoisyLabelDataModule):
-    """Base of the feature-table data modules: subclasses implement :meth:`read_tables`.
-
-    The tables are read once, when the data module's shape is first asked for (the fit CLI links
-    ``input_shape`` and ``num_classes`` into the model before ``setup``), and released after ``setup``.
+class LabelledTextDataModule(FeatureDataModule):
+    """Base of the feature-table data modules: subclasses implement :meth:`read_tables`, read once (see
+    :class:`~robustlabels.data.datamodule.FeatureDataModule`).
 
     Args:
         **kwargs: see :class:`~robustlabels.data.datamodule.NoisyLabelDataModule`.
@@ -258,51 +256,15 @@ class LabelledTextDataModule(NoisyLabelDataModule):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.texts: dict[str, list[str]] = {}  # split -> texts, e.g. to show the texts of suspect labels
-        self._tables: dict[Split, LabelledFeatures] | None = None
-        self._shape: tuple[int, int] | None = None  # (D, C)
 
     def read_tables(self) -> tuple[dict[Split, LabelledFeatures], int]:
         """Every split's features and labels (``val`` only for a given validation split), and ``C``."""
         raise NotImplementedError
 
-    def tables(self) -> dict[Split, LabelledFeatures]:
-        """The splits, read once (:meth:`read_tables`); the feature widths are checked to agree."""
-        if self._tables is None:
-            tables, num_classes = self.read_tables()
-            width = tables["train"].features.shape[1]
-            for split, table in tables.items():
-                if table.features.ndim != 2 or table.features.shape[1] != width:
-                    raise InputError(f"{type(self).__name__}: {split} features have shape "
-                                     f"{table.features.shape}; the training features have {width} columns")  # fmt: skip
-            self._tables, self._shape = tables, (width, num_classes)
-            self.texts = {split: table.texts for split, table in tables.items()}
-        return self._tables
-
-    def _dims(self) -> tuple[int, int]:
-        if self.fake:
-            return self.fake_shape
-        if self._shape is None:
-            self.tables()
-        assert self._shape is not None
-        return self._shape
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]  # read-only here, a class attribute elsewhere
-        """``(D,)``: the feature width (reads the tables the first time)."""
-        return (self._dims()[0],)
-
-    @property
-    def num_classes(self) -> int:  # type: ignore[override]
-        """``C`` (reads the tables the first time)."""
-        return self._dims()[1]
-
-    def load_split(self, split: str) -> tuple[np.ndarray, ...]:  # type: ignore[override]
-        table = self.tables()[split]  # type: ignore[index]
-        return table.features, table.labels
-
-    def setup(self, stage: str | None = None) -> None:
-        super().setup(stage)
-        self._tables = None  # the datasets' tensors hold the features from now on
+    def read_splits(self) -> tuple[dict[str, tuple[np.ndarray, ...]], int]:
+        tables, num_classes = self.read_tables()
+        self.texts = {split: table.texts for split, table in tables.items()}
+        return {split: (table.features, table.labels) for split, table in tables.items()}, num_classes
 
 
 class FeatureTableDataModule(LabelledTextDataModule):

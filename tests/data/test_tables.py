@@ -68,7 +68,7 @@ def test_storm_layout_is_served_with_its_own_clean_validation_split(storm_root: 
     assert torch.equal(val.targets, expected) and torch.equal(val.clean_targets, expected)  # ... never validation
     assert torch.equal(test.targets, test.clean_targets)
     assert dm.texts["val"][3] == '"valid" comment 3 check out my channel'  # tsv quotes are text, not quoting
-    assert len(dm.noisy.noisy) == 40 and dm._tables is None  # released after setup; the tensors hold them
+    assert len(dm.noisy.noisy) == 40 and dm._splits is None  # released after setup; the tensors hold them
 
 
 def test_a_given_validation_split_refuses_carving_or_noising_it(storm_root: Path) -> None:
