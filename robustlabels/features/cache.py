@@ -48,11 +48,20 @@ def read_cached(path: Path, n: int) -> np.ndarray | None:
     return array
 
 
+_HELD: set[Path] = set()  # cache folders this process holds the lock of (the lock is re-entrant per process)
+
+
 @contextlib.contextmanager
 def cache_lock(folder: Path) -> Iterator[None]:
     """Hold an inter-process ``flock`` on the cache folder while inputs are encoded, so that runs started together
     (an experiment suite's parallel cells) encode the same inputs once: the others wait, then read the cache.
-    Without ``fcntl`` (Windows), a usable folder or ``flock`` support, it goes on unlocked."""
+    Re-entrant within a process (a cached value computed from another cached value: a second ``flock`` on a new
+    descriptor of the same folder would wait for itself). Without ``fcntl`` (Windows), a usable folder or ``flock``
+    support, it goes on unlocked."""
+    key = folder.expanduser().absolute()
+    if key in _HELD:
+        yield
+        return
     fd: int | None = None
     try:
         import fcntl
@@ -64,9 +73,11 @@ def cache_lock(folder: Path) -> Iterator[None]:
         if fd is not None:
             os.close(fd)
             fd = None
+    _HELD.add(key)
     try:
         yield
     finally:
+        _HELD.discard(key)
         if fd is not None:
             os.close(fd)  # releases the lock
 

@@ -126,3 +126,23 @@ def test_a_timm_model_with_its_own_weights_file(tmp_path: Path) -> None:
     feats = image.encode_images(tiny_images(2), encoder="timm:resnet18", weights=str(weights), resolution=64,
                                 cache_dir=tmp_path)  # fmt: skip
     assert feats.shape == (2, 512)
+
+
+def test_the_cache_lock_is_reentrant_within_a_process(tmp_path: Path) -> None:
+    """A cached value computed from another cached value (catalog features from content-keyed embeddings) takes the
+    folder's lock twice; a second flock on a new descriptor would wait for itself forever."""
+    import threading
+
+    from robustlabels.features.cache import cache_lock, cached_npz
+
+    def nested() -> None:
+        with cache_lock(tmp_path), cache_lock(tmp_path):
+            pass
+        cached_npz(tmp_path, "outer", lambda: {"x": image.encode_images(np.zeros((2, 8, 8), np.uint8), resolution=32,
+                                                                        cache_dir=tmp_path)}, what="test")  # fmt: skip
+
+    worker = threading.Thread(target=nested, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "nested cache locks deadlocked"
+    assert {p.suffix for p in tmp_path.iterdir()} == {".npy", ".npz"}  # both levels cached
