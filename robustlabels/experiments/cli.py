@@ -113,7 +113,8 @@ def main(args: Sequence[str] | None = None) -> int:
     except InputError as err:
         return report_error(error_line(err))
 
-    runnable = [c for c in grid(suite) if not missing_data(suite.datasets[c.dataset])]  # the report's cells
+    unavailable = {name for name, spec in suite.datasets.items() if missing_data(spec)}  # checked once per dataset
+    runnable = [c for c in grid(suite) if c.dataset not in unavailable]  # the report's cells
 
     def report(curves: bool = True) -> None:
         write_report(suite, runnable, out, command=_command_line(argv), curves=curves)

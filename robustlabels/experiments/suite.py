@@ -386,8 +386,8 @@ def missing_data(spec: DatasetSpec) -> str | None:
     for need in spec.requires:
         kind, _, name = need.partition(":")
         if kind == "dataset" and name:
-            missing += [str(err) for err in (locate(name, split) for split in ("train", "test"))
-                        if isinstance(err, InputError)][:1]  # fmt: skip
+            found = (locate(name, split) for split in ("train", "test"))
+            missing += [str(err) for err in found if isinstance(err, InputError)][:1]  # one line per dataset
         elif not (repo_root() / need).exists():
             missing.append(f"file {need!r} not found (relative to {repo_root()})")
     return f"dataset {spec.name!r} skipped: {'; '.join(missing)}" if missing else None
