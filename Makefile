@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: venv
-	$(PY) -m robustlabels.fit --config configs/quickstart.yaml
+	$(PY) -m robustlabels.demo
 
 test: venv
 	$(PY) -m pytest -q

@@ -19,7 +19,7 @@ import html
 import io
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ from robustlabels.io import atomic_open, atomic_write_text
 OUTPUT_FILES = ("issues.csv", "summary.json", "report.html")
 ISSUE_COLUMNS = ("index", "given_label", "given_name", "suggested_label", "suggested_name", "score", "flagged",
                  "method")  # fmt: skip
-"""Columns of ``issues.csv``, followed by ``true_label`` when the true labels are known."""
+"""Columns of ``issues.csv``; with several methods, ``flagged_by`` and ``<method>_score`` per method follow, then
+``true_label`` when the true labels are known."""
 JOINT_NOTE = "joint[i][j] = P(true = i, given = j): rows are the (estimated) true label, columns the given label"
 TRANSITION_NOTE = "transition[i][j] = P(given = j | true = i): each row of the joint divided by its sum (0 if empty)"
 JOINT_SOURCES = {
@@ -67,7 +68,8 @@ def write_audit(out_dir: str | Path, data: AuditData, results: list[MethodResult
     order = ranking_order(final.scores)
     summary = build_summary(data, results, final, extra)
     out.mkdir(parents=True, exist_ok=True)
-    write_issues(out / "issues.csv", data, final, order)
+    members = [] if any(r is final for r in results) else results  # final: an ensemble of ``results``
+    write_issues(out / "issues.csv", data, final, order, members=members)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.html", render_html(data, results, final, summary, order[: max(0, top)]))
     return summary
@@ -115,29 +117,44 @@ def _check_output(out: Path, force: bool) -> None:
 # ---------------------------------------------------------------------------------------------- issues.csv
 
 
-def write_issues(path: Path, data: AuditData, final: MethodResult, order: np.ndarray) -> None:
-    """Stream one CSV row per example, in ``order``, to ``path`` atomically (columns: :data:`ISSUE_COLUMNS`)."""
-    header = [*ISSUE_COLUMNS, *(["true_label"] if data.clean_labels is not None else [])]
+def write_issues(path: Path, data: AuditData, final: MethodResult, order: np.ndarray, *,
+                 members: Sequence[MethodResult] = ()) -> None:  # fmt: skip
+    """Stream one CSV row per example, in ``order``, to ``path`` atomically (columns: :data:`ISSUE_COLUMNS`).
+
+    ``members``: the methods an ensemble combined; each example then also gets ``flagged_by`` (the members that
+    flagged it, ``;``-separated) and each member's own score, so a reader sees which methods agree.
+    """
+    member_columns = ["flagged_by", *(f"{r.method}_score" for r in members)] if members else []
+    header = [*ISSUE_COLUMNS, *member_columns, *(["true_label"] if data.clean_labels is not None else [])]
     with atomic_open(path, "w", newline="", encoding="utf-8", buffering=1 << 20) as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
-        for rows in _issue_rows(data, final, order):
+        for rows in _issue_rows(data, final, order, members):
             writer.writerows(rows)
 
 
-def _issue_rows(data: AuditData, final: MethodResult, order: np.ndarray) -> Iterator[Iterator[tuple[Any, ...]]]:
+def _score_text(score: np.ndarray) -> list[Any]:
+    """float32 scores in their own shortest form (0.1, not 0.10000000149011612), others as float64."""
+    return (score.astype(str) if score.dtype in (np.float16, np.float32) else score.astype(np.float64)).tolist()
+
+
+def _issue_rows(data: AuditData, final: MethodResult, order: np.ndarray,
+                members: Sequence[MethodResult]) -> Iterator[Iterator[tuple[Any, ...]]]:  # fmt: skip
     """Rows in chunks: numpy gathers and ``tolist`` per chunk keep 1M rows at a few seconds."""
     names = np.asarray(data.class_names, dtype=object)
     labels, suggested = np.asarray(data.labels), np.asarray(final.suggested)
     scores, flagged = np.asarray(final.scores), np.asarray(final.flagged, dtype=bool)
     for start in range(0, len(order), CSV_CHUNK):
         index = order[start : start + CSV_CHUNK]
-        given, suggestion, score = labels[index], suggested[index], scores[index]
-        # float32 scores are written in their own shortest form (0.1, not 0.10000000149011612).
-        score_text = score.astype(str) if score.dtype in (np.float16, np.float32) else score.astype(np.float64)
+        given, suggestion = labels[index], suggested[index]
         columns = [index.tolist(), given.tolist(), names[given].tolist(), suggestion.tolist(),
-                   names[suggestion].tolist(), score_text.tolist(), flagged[index].tolist(),
+                   names[suggestion].tolist(), _score_text(scores[index]), flagged[index].tolist(),
                    [final.method] * len(index)]  # fmt: skip
+        if members:
+            votes = [np.asarray(r.flagged, dtype=bool)[index] for r in members]
+            columns.append([";".join(r.method for r, v in zip(members, row, strict=True) if v)
+                            for row in zip(*votes, strict=True)])  # fmt: skip
+            columns.extend(_score_text(np.asarray(r.scores)[index]) for r in members)
         if data.clean_labels is not None:
             columns.append(np.asarray(data.clean_labels)[index].tolist())
         yield zip(*columns, strict=True)

@@ -93,6 +93,25 @@ def test_issues_csv_without_clean_labels_and_float32_scores(tmp_path: Path) -> N
     assert rows[0]["score"] == "5.0"  # float32 written in its shortest form
 
 
+def test_issues_csv_shows_each_member_of_an_ensemble(tmp_path: Path) -> None:
+    from robustlabels.audit.ensemble import ensemble
+
+    data = make_data("none")
+    results, _ = make_results(data)
+    results[0].flagged[:] = results[0].scores > 0.5  # knn flags more than confident learning
+    final = ensemble(results, data.labels, C)
+    write_audit(tmp_path, data, results, final, extra={})
+    rows = read_issues(tmp_path)
+    assert list(rows[0])[8:] == ["flagged_by", "knn_score", "confident_learning_score", "true_label"]
+    for row in rows:
+        i = int(row["index"])
+        expected = [r.method for r in results if r.flagged[i]]
+        assert row["flagged_by"] == ";".join(expected)
+        assert float(row["confident_learning_score"]) == pytest.approx(results[1].scores[i])
+        assert float(row["knn_score"]) == pytest.approx(float(results[0].scores[i]))
+    assert {row["flagged_by"] for row in rows} == {"", "knn", "knn;confident_learning"}
+
+
 def test_summary_fields_and_orientation(tmp_path: Path) -> None:
     out, data, final, summary = run(tmp_path)
     assert json.loads((out / "summary.json").read_text(encoding="utf-8")) == summary
