@@ -173,7 +173,7 @@ def test_html_images(tmp_path: Path, kind: str, side: int) -> None:
 def test_html_default_top_and_text_escaped(tmp_path: Path) -> None:
     out, _, _, _ = run(tmp_path, "text")
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert page.count('class="card') == 48 and "<img " not in page
+    assert page.count('class="card') == N and "<img " not in page  # all 60: fewer than the default 240
     assert "&lt;b&gt;sample" in page and "&amp; &quot;quoted&quot;" in page and "<b>sample" not in page
     assert "x" * 301 not in page and "…" in page  # snippets cut at 300 characters
     assert "<script" not in page and "https://" not in page
