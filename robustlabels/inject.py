@@ -24,13 +24,17 @@ from typing import Any
 
 import numpy as np
 
+from robustlabels.arguments import OneLineParser, integer, seed
+from robustlabels.checks import BYTES_PER_MATRIX_CELL, check_allocation, check_finite_rows
 from robustlabels.cli import error_line, report_error
 from robustlabels.errors import InputError
 from robustlabels.io import (
     atomic_save_npy,
     atomic_write_text,
+    check_output_paths,
     load_npy,
     read_labels,
+    reading,
     sha256_of_array,
     sha256_of_file,
 )
@@ -89,7 +93,7 @@ class Source:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m robustlabels.inject",
         description="Corrupt labels with seeded synthetic noise and save labels.npy, labels.csv and "
         "manifest.json. Convention: " + CONVENTION + ".",
@@ -101,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ".npy; the noise swaps chosen and rejected (difficulty: P(swap) = sigmoid(-beta gap) from "
                         "score_chosen - score_rejected; longer/shorter: an annotator labels a --rate share by length)")
     parser.add_argument("--root", metavar="DIR", help="dataset root (with --dataset)")
-    parser.add_argument("--num-classes", type=int, help="default: the dataset's, or max label + 1")
+    parser.add_argument("--num-classes", type=integer(2), help="default: the dataset's, or max label + 1")
     parser.add_argument("--noise", required=True, choices=NOISE_CHOICES)
     parser.add_argument("--rate", type=float, help="noise rate in [0, 1] (all but --noise matrix)")
     parser.add_argument("--matrix", metavar="FILE", help="row-stochastic (C, C) .npy/.csv for matrix")
@@ -113,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="flip exactly round(rate * n_k) per class (cifar10_asym_elr: ceil(rate * m) per step); default: "
         "the noise model's own",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the noise draw, in [0, 2^32 - 1] (0)")
     parser.add_argument("--out", required=True, metavar="DIR")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--format", choices=("text", "json"), default="text")
@@ -180,13 +184,56 @@ def load_source(args: argparse.Namespace, *, needs_features: bool) -> Source:
     return Source(np.asarray(arrays.labels), features, num_classes, description)
 
 
+def check_source(source: Source, args: argparse.Namespace) -> None:
+    """Refuse, before drawing any noise, what the noise cannot be drawn from: more classes than memory holds the
+    ``(C, C)`` matrices of, labels outside ``[0, C)``, and features that do not fit the labels (shape, NaN)."""
+    labels_from = _labels_name(args)
+    if source.num_classes < 2:
+        raise InputError(f"{labels_from} holds only class 0; noise needs at least 2 classes: give --num-classes")
+    classes = f"--num-classes {source.num_classes}" if args.num_classes else f"{source.num_classes} classes"
+    check_allocation(f"{classes} ({labels_from})", source.num_classes**2 * BYTES_PER_MATRIX_CELL)
+    outside = np.flatnonzero((source.labels < 0) | (source.labels >= source.num_classes))
+    if outside.size:
+        where = "--num-classes" if args.num_classes else "the largest label + 1"
+        raise InputError(f"{labels_from}: value {int(source.labels[outside[0]])} at position {int(outside[0])} is "
+                         f"outside [0, {source.num_classes}) ({where})")  # fmt: skip
+    if source.features is not None and args.pairs is None:
+        check_features(source.features, len(source.labels), _features_name(args))
+
+
+def check_features(features: np.ndarray, num_labels: int, name: str) -> None:
+    """Numeric ``(N, ...)`` features, one row per label and no NaN or inf, or one line naming ``name``."""
+    if not (np.issubdtype(features.dtype, np.number) or features.dtype == np.bool_):
+        raise InputError(f"{name} must hold numbers; got dtype {features.dtype}")
+    if features.ndim < 2 or features.shape[0] != num_labels:
+        raise InputError(f"{name} must have shape (N, ...) with N = {num_labels}, a row per label; got "
+                         f"{features.shape}")  # fmt: skip
+    check_finite_rows(features, name=name)
+
+
+def _labels_name(args: argparse.Namespace) -> str:
+    if args.labels is not None:
+        return f"labels file {args.labels!r}"
+    return f"pairs file {args.pairs!r}" if args.pairs is not None else f"the labels of --dataset {args.dataset}"
+
+
+def _features_name(args: argparse.Namespace) -> str:
+    return f"features file {args.features!r}" if args.features else f"the inputs of --dataset {args.dataset}"
+
+
 def load_pairs_source(args: argparse.Namespace) -> Source:
     """Pairs as labels: every pair starts as label 0 (chosen first); a swap makes it 1. The pair noise models get
     their covariate (reward or length gap, chosen minus rejected) as ``features``."""
-    from robustlabels.data.pairs import read_pair_array, read_pairs
-
     if args.root is not None or args.num_classes not in (None, 2):
         raise InputError("--pairs takes neither --root nor a --num-classes other than 2")
+    with reading(args.pairs, what="pairs file"):
+        return _read_pairs_source(args)
+
+
+def _read_pairs_source(args: argparse.Namespace) -> Source:
+    """:func:`load_pairs_source`'s reading."""
+    from robustlabels.data.pairs import read_pair_array, read_pairs
+
     description = {"pairs_file": str(Path(args.pairs).resolve())}
     covariate = None
     if str(args.pairs).endswith(".npy"):
@@ -244,15 +291,9 @@ def _load_dataset(name: str, root: str | None) -> Any:
 def check_outputs(
     out: Path, *, force: bool, inputs: tuple[Path, ...], names: tuple[str, ...] = OUTPUT_NAMES
 ) -> list[Path]:
-    """The output paths; raise :class:`InputError` if one exists (without ``force``) or is an input file."""
-    paths = [out / name for name in names]
-    input_files = {path.resolve() for path in inputs}
-    for path in paths:
-        if path.resolve() in input_files:
-            raise InputError(f"output {str(path)!r} would overwrite an input file; choose another --out")
-        if path.exists() and not force:
-            raise InputError(f"output file exists: {str(path)!r} (use --force to overwrite)")
-    return paths
+    """The output paths; raise :class:`InputError` if ``out`` is not a writable folder, or an output exists
+    (without ``force``) or is an input file (:func:`robustlabels.io.check_output_paths`)."""
+    return check_output_paths(out, names, inputs=inputs, force=force)
 
 
 def build_manifest(
@@ -320,6 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pairs_name = () if args.pairs is None else ("pairs.npy" if str(args.pairs).endswith(".npy") else "pairs.jsonl",)
     paths = check_outputs(out, force=args.force, inputs=inputs, names=OUTPUT_NAMES + pairs_name)
     source = load_source(args, needs_features=args.noise == "instance")
+    check_source(source, args)
     result = model.apply(
         source.labels, num_classes=source.num_classes, seed=args.seed, features=source.features
     )
@@ -342,8 +384,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m robustlabels.inject``; returns the exit code (2 for user errors)."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         summary = run(args)
     except (InputError, OSError) as error:
         return report_error(error_line(error))

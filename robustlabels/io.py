@@ -1,7 +1,10 @@
-"""File helpers shared by the command-line tools: atomic writes, label and matrix files, hashes.
+"""File helpers shared by the command-line tools: atomic writes, label and matrix files, hashes, checks.
 
 Writes go to a temporary file in the target's directory and are moved into place with :func:`os.replace`,
-so a reader sees either the old file or the complete new one, never a partial file.
+so a reader sees either the old file or the complete new one, never a partial file. Reads of a user's file go
+through :func:`reading`, which turns whatever the read raises into one :class:`InputError` line naming the
+file; :func:`check_output_paths` refuses an output folder that cannot take the outputs, or outputs that would
+replace an input, before anything is read or written.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import hashlib
 import io
 import os
 import uuid
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +27,64 @@ from robustlabels.errors import InputError, check_file
 
 LABEL_SUFFIXES = (".npy", ".csv")
 LABEL_COLUMNS = ("label", "noisy_label")
+#: What reading a bad file raises: missing, a folder, no permission, I/O errors (OSError); empty or truncated
+#: (EOFError); not UTF-8, malformed contents (ValueError, UnicodeDecodeError among them); corrupt archives.
+READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, csv.Error, zipfile.BadZipFile)
+
+
+@contextmanager
+def reading(path: str | Path, *, what: str = "file", kind: str = "readable") -> Iterator[None]:
+    """Turn an error raised while reading ``path`` inside the block into an :class:`InputError`, one line:
+    ``<what> '<path>' is not <kind>: <why>`` (``kind``: what the file should be, ``"a readable .npy array"``).
+    An :class:`InputError` raised there already names the file and passes unchanged."""
+    try:
+        yield
+    except InputError:
+        raise
+    except READ_ERRORS as error:
+        raise InputError(f"{what} {str(path)!r} is not {kind}: {read_failure(error)}") from None
+
+
+def read_failure(error: BaseException) -> str:
+    """Why a read failed, in a few words: ``not UTF-8 text (byte 0xff at offset 11)``, ``Permission denied``..."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})"
+    if isinstance(error, EOFError):
+        return f"empty or truncated ({error})" if str(error) else "empty or truncated"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def check_output_paths(
+    out: Path, names: tuple[str, ...], *, inputs: tuple[Path, ...], force: bool, flag: str = "--out"
+) -> list[Path]:
+    """The paths ``out/<name>``; :class:`InputError` when ``out`` cannot be a writable folder, when an output
+    would replace one of the ``inputs`` (resolved paths compared, so links and ``..`` do not hide it), or when
+    an output exists and ``force`` is false."""
+    check_output_folder(out, flag=flag)
+    paths = [out / name for name in names]
+    input_files = {Path(path).resolve() for path in inputs}
+    for path in paths:
+        if path.resolve() in input_files:
+            raise InputError(f"output {str(path)!r} would overwrite an input file; choose another {flag}")
+        if path.exists() and not force:
+            raise InputError(f"output file exists: {str(path)!r} (use --force to overwrite)")
+    return paths
+
+
+def check_output_folder(out: Path, *, flag: str = "--out") -> None:
+    """:class:`InputError` unless ``out`` is a folder, or can be made one, in which this process may write."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == out and not out.is_dir():
+        raise InputError(f"{flag} {str(out)!r} is a file, not a folder")
+    if not existing.is_dir():
+        raise InputError(f"{flag} {str(out)!r} cannot be made: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {str(out)!r}: cannot write in {str(existing)!r} (read-only or permission denied)")
 
 
 @contextmanager
@@ -99,9 +162,8 @@ def read_labels(path: str | Path) -> np.ndarray:
     file = check_file(path, what="labels file")
     if file.suffix.lower() not in LABEL_SUFFIXES:
         raise InputError(f"labels file {str(file)!r} must end in .npy or .csv; got {file.suffix!r}")
-    if file.suffix.lower() == ".npy":
-        return _read_npy_labels(file)
-    return _read_csv_labels(file)
+    with reading(file, what="labels file"):
+        return _read_npy_labels(file) if file.suffix.lower() == ".npy" else _read_csv_labels(file)
 
 
 def _read_npy_labels(file: Path) -> np.ndarray:
@@ -125,21 +187,16 @@ def _read_npy_labels(file: Path) -> np.ndarray:
 def load_npy(path: str | Path, *, what: str = "file", mmap: bool = False) -> np.ndarray:
     """Load a ``.npy`` array without pickles (memory-mapped if ``mmap``), or raise :class:`InputError`."""
     file = check_file(path, what=what)
-    try:
+    with reading(file, what=what, kind="a readable .npy array"):
         array: np.ndarray = np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except (OSError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"{what} {str(file)!r} is not a readable .npy array: {reason}") from None
     return array
 
 
 def _read_csv_labels(file: Path) -> np.ndarray:
     name = str(file)
-    try:
+    with reading(file, what="labels file", kind="a readable UTF-8 CSV"):
         with open(file, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"labels file {name!r} is not a readable UTF-8 CSV: {error}") from None
     if not rows:
         raise InputError(f"labels file {name!r} is empty; expected a header row")
     header = [column.strip() for column in rows[0]]
@@ -213,11 +270,8 @@ def read_matrix(path: str | Path, *, what: str = "matrix file") -> np.ndarray:
     if suffix == ".npy":
         matrix = load_npy(file, what=what)
     elif suffix == ".csv":
-        try:
+        with reading(file, what=what, kind="a CSV of numbers"):
             matrix = np.loadtxt(file, delimiter=",", dtype=np.float64, ndmin=2)
-        except ValueError as error:
-            reason = str(error).splitlines()[0]
-            raise InputError(f"{what} {str(file)!r} is not a CSV of numbers: {reason}") from None
     else:
         raise InputError(f"{what} {str(file)!r} must end in .npy or .csv; got {suffix!r}")
     try:

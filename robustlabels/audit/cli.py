@@ -26,10 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from robustlabels.arguments import OneLineParser, integer, positive_integer, positive_number, seed
 from robustlabels.audit import inputs
 from robustlabels.audit.types import AuditData, MethodResult
+from robustlabels.checks import check_label_classes
 from robustlabels.cli import error_line, report_error
+from robustlabels.data.readers import split_label_spec
 from robustlabels.errors import InputError
+from robustlabels.io import check_output_paths
 
 METHODS = ("confident_learning", "knn", "dynamics")
 PAIR_METHODS = ("rank_consistency",)  # preference pairs only; part of ``all`` there
@@ -42,8 +46,8 @@ STAGES = {"dynamics": "one training run", "knn": "kNN votes (SimiFeat)",
 def parser() -> argparse.ArgumentParser:
     from robustlabels.audit.confident import FILTER_BY, RANK_BY
 
-    p = argparse.ArgumentParser(prog="python -m robustlabels.audit", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = OneLineParser(prog="python -m robustlabels.audit", description=__doc__.splitlines()[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="a known dataset: digits, mnist, fashion_mnist, cifar10, cifar100, "
                                           "noisy_agnews")  # fmt: skip
@@ -69,10 +73,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite the outputs in --out")
     p.add_argument("--format", default="text", choices=("text", "json"), help="what to print at the end")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads for training and neighbour search")
+    p.add_argument("--seed", type=seed, default=0, help="seeds the folds, the training and the subsamples (0)")
+    p.add_argument("--threads", type=positive_integer, help="CPU threads for training and neighbour search")
     cl = p.add_argument_group("confident_learning")
-    cl.add_argument("--folds", type=int, default=5, help="K of the stratified K-fold (default 5)")
+    cl.add_argument("--folds", type=integer(2), default=5, help="K of the stratified K-fold, at least 2 (default 5)")
     cl.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTER_BY)
     cl.add_argument("--rank-by", default="self_confidence", choices=RANK_BY)
     cl.add_argument("--low-memory", action="store_true", help="cleanlab's batched path (automatic above 2M)")
@@ -89,25 +93,26 @@ def parser() -> argparse.ArgumentParser:
                      "images of 24 px and more when the images extra is installed, else none), efficientnet_lite0, "
                      "timm:NAME (with --encoder-weights), or none (train on the pixels)")  # fmt: skip
     enc.add_argument("--encoder-weights", metavar="FILE", help="weights file of --encoder")
-    enc.add_argument("--encoder-resolution", type=int, default=128, help="image side fed to the encoder (128)")
+    enc.add_argument("--encoder-resolution", type=positive_integer, default=128,
+                     help="image side fed to the encoder (128)")
     train = p.add_argument_group("training (confident_learning folds, dynamics, image features)")
     train.add_argument("--fit-config", metavar="YAML", help="a fit config (model, optimizer, trainer) to train "
                        "with, or a bundled config's name; default: audit/{cnn,mlp}_{ce,elr} by input kind "
                        "(robustlabels/configs)")  # fmt: skip
-    train.add_argument("--epochs", type=int, help="override trainer.max_epochs")
+    train.add_argument("--epochs", type=positive_integer, help="override trainer.max_epochs (at least 1)")
     train.add_argument("--fold-epoch", default="auto", choices=("auto", "best", "last"),
                        help="which epoch of each confident_learning fold model predicts: best (on a 10 %% split of "
                        "the fold's training rows, against their given labels), last, or auto: best for feature "
                        "vectors (pretrained image features, text embeddings, --features), last for pixels and "
                        "pairs")  # fmt: skip
     knn = p.add_argument_group("knn (SimiFeat)")
-    knn.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    knn.add_argument("--k", type=integer(3), default=10, help="neighbours, self included, at least 3 (default 10)")
     knn.add_argument("--rule", default="mv", choices=("mv", "rank"), help="SimiFeat's flagging rule")
-    knn.add_argument("--rounds", type=int, default=21)
+    knn.add_argument("--rounds", type=positive_integer, default=21, help="random subsamples voted on (21)")
     knn.add_argument("--index", default="auto", help="neighbour index: auto, Flat, IVF{n}, HNSW{M}, ...")
     rank = p.add_argument_group("rank_consistency (preference pairs whose responses recur)")
-    rank.add_argument("--graph-folds", type=int, default=10, help="K of the cross-fitting (default 10)")
-    rank.add_argument("--l2", type=float, default=3.0, help="L2 prior on the response scores (default 3)")
+    rank.add_argument("--graph-folds", type=integer(2), default=10, help="K of the cross-fitting (default 10)")
+    rank.add_argument("--l2", type=positive_number, default=3.0, help="L2 prior on the response scores (default 3)")
     return p
 
 
@@ -376,11 +381,44 @@ class Audit:
         return results, final
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse early (before any training) to overwrite a previous audit's outputs."""
-    existing = [name for name in OUTPUT_NAMES if (out / name).exists()]
-    if existing and not force:
-        raise InputError(f"--out {str(out)!r} already holds {existing[0]}; pass --force to overwrite")
+def input_files(args: argparse.Namespace) -> tuple[Path, ...]:
+    """Every file named on the command line that the audit reads (``FILE:KEY`` label specs by their file)."""
+    specs = [args.labels, args.swapped, None if args.clean_labels == "original" else args.clean_labels]
+    files = [split_label_spec(spec)[0] for spec in specs if spec]
+    files += [f for f in (args.data, args.pred_probs, args.features, args.fit_config, args.encoder_weights) if f]
+    return tuple(Path(file) for file in files)
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse early (before reading or training) an ``--out`` that cannot take the outputs, an output that would
+    replace one of the inputs, and (without ``--force``) a previous audit's outputs."""
+    written = OUTPUT_NAMES + (() if args.pred_probs else ("pred_probs.npy",))
+    check_output_paths(Path(args.out), written, inputs=input_files(args), force=args.force)
+
+
+def check_method_needs(args: argparse.Namespace, data: AuditData, methods: list[str]) -> None:
+    """Refuse, before any training, settings these data cannot meet: labels of one class for a method that
+    compares classes, more folds than the largest class has examples, more neighbours than a subsample holds, a
+    ``--fit-config`` that does not load."""
+    if set(methods) & set(METHODS):
+        given = f"--labels {split_label_spec(args.labels)[0]!r}" if args.labels else f"the labels of {data.source!r}"
+        check_label_classes(data.labels, name=given)
+    if "confident_learning" in methods and data.pred_probs is None:
+        largest = int(np.bincount(data.labels).max())
+        if args.folds > largest:
+            raise InputError(f"--folds {args.folds} is more than the {largest} examples of the largest class; "
+                             "every fold needs one of each class")  # fmt: skip
+    if "knn" in methods:
+        from robustlabels.audit.simifeat import SUBSAMPLE
+
+        size = int(len(data) * SUBSAMPLE)
+        if args.k > size:
+            raise InputError(f"--k {args.k} is more than the {size} examples of a subsample ({SUBSAMPLE:.0%} of "
+                             f"{len(data)})")  # fmt: skip
+    if args.fit_config and set(methods) & {"confident_learning", "dynamics", "knn"}:
+        from robustlabels.audit.training import load_fit_config
+
+        load_fit_config(args.fit_config)
 
 
 def summary_line(summary: dict[str, Any]) -> dict[str, Any]:
@@ -396,19 +434,23 @@ def summary_line(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Entry point of ``python -m robustlabels.audit``; returns the exit code (2 for bad input)."""
     try:
+        args = parser().parse_args(argv)
+        check_out(args)
+        parse_methods(args.method, pairs=True)  # the names, before reading any data
         if args.threads:
             import torch
 
             torch.set_num_threads(args.threads)
         out = Path(args.out)
-        check_out(out, args.force)
         start = time.perf_counter()
         data = load(args)
         methods, with_ensemble = parse_methods(args.method, pairs=data.pair_items is not None)
+        views = text_views(args, data)
+        check_method_needs(args, data, methods)
         out.mkdir(parents=True, exist_ok=True)
-        audit = Audit(data, args, views=text_views(args, data))
+        audit = Audit(data, args, views=views)
         with contextlib.redirect_stdout(sys.stderr):  # progress bars and chatter: stdout is for the result only
             embedding = time.perf_counter()
             audit.prepare_views()
@@ -423,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                  "model_inputs": inputs_used or None, "text_views": audit.views or None,
                  "timings_seconds": {k: round(v, 3) for k, v in audit.timings.items()}, "out": str(out)}  # fmt: skip
         summary = write_audit(out, data, results, final, extra=extra, force=True)
-    except InputError as err:
+    except (InputError, OSError) as err:
         return report_error(error_line(err))
     if args.format == "json":
         print(json.dumps(summary_line(summary), default=float))

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from robustlabels.audit.types import AuditData
+from robustlabels.checks import check_allocation, check_finite_rows, check_probability_rows
 from robustlabels.data.readers import read_image_folder, read_image_npz, read_label_spec
 from robustlabels.errors import InputError, check_file
-from robustlabels.io import load_npy, sha256_of_file
+from robustlabels.io import load_npy, reading, sha256_of_file
 
 TEXT_DATASETS = ("noisy_agnews",)
 
@@ -57,6 +58,16 @@ def from_path(
 ) -> AuditData:
     """The user's own file or folder, by its suffix (module docstring). ``labels_given``: ``--labels`` is set."""
     p = check_file(path, what="--data")
+    with reading(p, what="--data"):
+        data = read_data(p, text_column=text_column, label_column=label_column, labels_given=labels_given)
+        data.source = data.source or str(p)
+        if p.is_file():
+            data.hashes[str(p)] = sha256_of_file(p)
+    return data
+
+
+def read_data(p: Path, *, text_column: str, label_column: str, labels_given: bool) -> AuditData:
+    """:func:`from_path`'s reading, by the kind of ``p``."""
     suffixes = "".join(s.lower() for s in p.suffixes[-2:])
     if p.is_dir():
         images, labels, names = read_image_folder(p, what="--data")
@@ -79,9 +90,6 @@ def from_path(
         data = AuditData(np.zeros(len(features), np.int64), 0, [], features=features)
     else:
         raise InputError(f"--data {str(p)!r}: unknown kind {p.suffix!r}; expected a folder, .npz, .npy, .csv, .jsonl")
-    data.source = data.source or str(p)
-    if p.is_file():
-        data.hashes[str(p)] = sha256_of_file(p)
     return data
 
 
@@ -90,9 +98,7 @@ def as_features(array: np.ndarray, source: str) -> np.ndarray:
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
         raise InputError(f"features file {source!r} must hold a numeric (N, D) array; got {array.dtype} {array.shape}")
     features = np.ascontiguousarray(array, dtype=np.float32)
-    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
-    if bad.size:
-        raise InputError(f"features file {source!r} row {int(bad[0])} holds NaN or inf")
+    check_finite_rows(features, name=f"features file {source!r}")
     return features
 
 
@@ -189,22 +195,27 @@ def finish(
     swapped: str | None = None,
     num_classes: int | None = None,
 ) -> AuditData:
-    """Apply the optional files and check everything lines up: labels in ``[0, C)``, shapes, probabilities.
+    """Apply the optional files and check everything lines up: labels in ``[0, C)``, shapes, probabilities, and
+    memory for ``C`` classes.
 
     ``swapped``: for preference pairs, ``inject --pairs``'s labels file (1 = the pair was swapped); the truly
     preferred side then scores the audit.
     """
     n = len(data.labels)
+    given = f"labels of --data {data.source!r}" if data.source else "labels of the data"
     if labels is not None:
         data.labels, file, digest = read_label_spec(labels, what="--labels")
         data.hashes[file] = digest
+        given = f"--labels {file!r}"
         if len(data.labels) != n:
             raise InputError(f"--labels {file!r} has {len(data.labels)} labels but the data has {n} examples")
         n = len(data.labels)
+    clean = "clean labels"
     if clean_labels is not None:
         data.clean_labels, file, digest = read_label_spec(clean_labels, what="--clean-labels")
         data.hashes[file] = digest
-        check_length(data.clean_labels, n, f"--clean-labels {file!r}")
+        clean = f"--clean-labels {file!r}"
+        check_length(data.clean_labels, n, clean)
     if swapped is not None:
         if data.pair_items is None:
             raise InputError(f"--swapped {swapped!r} applies to preference pairs only; --data holds none")
@@ -217,27 +228,47 @@ def finish(
     if features is not None:
         data.features = as_features(load_npy(features, what="--features file"), features)
         data.hashes[features] = sha256_of_file(features)
+    rows_from = f"--data {data.source!r}" if data.source else "the data"
     for what, rows in (("features", data.features), ("images", data.images), ("texts", data.texts)):
         if rows is not None:
-            check_length(rows, n, what)
+            check_length(rows, n, f"--features {features!r}" if what == "features" and features else
+                         f"the {what} of {rows_from}")  # fmt: skip
+    if n == 0:
+        raise InputError(f"no examples to audit in {data.source or 'the input'}")
+    classes = num_classes or data.num_classes or len(data.class_names)
     if pred_probs is not None:
         data.pred_probs = load_npy(pred_probs, what="--pred-probs file")
         data.hashes[pred_probs] = sha256_of_file(pred_probs)
-    inferred = int(max(data.labels.max(initial=-1), -1 if data.clean_labels is None else data.clean_labels.max())) + 1
-    classes = num_classes or data.num_classes or len(data.class_names) or max(inferred, 2)
     if data.pred_probs is not None:
-        classes = num_classes or data.num_classes or data.pred_probs.shape[1]
-        check_pred_probs(data.pred_probs, n, classes, pred_probs or "pred_probs")
+        classes = check_pred_probs(data.pred_probs, n, num_classes or data.num_classes or None,
+                                   pred_probs or "pred_probs")  # fmt: skip
+    check_label_range(data.labels, classes, given)
+    if data.clean_labels is not None:
+        check_label_range(data.clean_labels, classes, clean)
+    counted_from = given
+    if not classes:
+        largest = max(int(data.labels.max()), -1 if data.clean_labels is None else int(data.clean_labels.max()))
+        holder = given if largest == int(data.labels.max()) else clean
+        classes, counted_from = largest + 1, f"the largest label + 1, in {holder}"
+    check_allocation(f"auditing {n} examples in {classes} classes ({counted_from})", audit_bytes(n, classes))
     data.num_classes = classes
     if len(data.class_names) != classes:
         data.class_names = [str(c) for c in range(classes)]
-    if n == 0:
-        raise InputError(f"no examples to audit in {data.source or 'the input'}")
-    for name, values in (("labels", data.labels), ("clean labels", data.clean_labels)):
-        if values is not None and (values.min() < 0 or values.max() >= classes):
-            bad = int(np.flatnonzero((values < 0) | (values >= classes))[0])
-            raise InputError(f"{name}: value {int(values[bad])} at index {bad} is outside [0, {classes})")
     return data
+
+
+def audit_bytes(num_examples: int, num_classes: int) -> int:
+    """About the peak memory the audit's ``(N, C)`` probabilities and ``(C, C)`` joints take."""
+    return 8 * num_classes * (4 * num_examples + 16 * num_classes)
+
+
+def check_label_range(labels: np.ndarray, num_classes: int, source: str) -> None:
+    """:class:`InputError` naming ``source`` and the first label below 0 or (when ``num_classes``) at least C."""
+    outside = (labels < 0) | (labels >= num_classes) if num_classes else labels < 0
+    bad = np.flatnonzero(outside)
+    if bad.size:
+        where = f"[0, {num_classes})" if num_classes else "[0, ...)"
+        raise InputError(f"{source}: value {int(labels[bad[0]])} at index {int(bad[0])} is outside {where}")
 
 
 def check_length(array: Sized, n: int, what: str) -> None:
@@ -245,12 +276,17 @@ def check_length(array: Sized, n: int, what: str) -> None:
         raise InputError(f"{what} has {len(array)} rows but the labels have {n}")
 
 
-def check_pred_probs(pred_probs: np.ndarray, n: int, num_classes: int, source: str) -> None:
-    """``(N, C)`` finite rows in [0, 1] summing to 1 (±1e-3), or one line naming the first bad row."""
-    if pred_probs.ndim != 2 or pred_probs.shape != (n, num_classes):
-        raise InputError(f"--pred-probs {source!r} must have shape ({n}, {num_classes}); got {pred_probs.shape}")
-    sums = pred_probs.sum(axis=1)
-    bad = np.flatnonzero(~np.isfinite(sums) | (np.abs(sums - 1) > 1e-3) | (pred_probs.min(axis=1) < 0))
-    if bad.size:
-        row = int(bad[0])
-        raise InputError(f"--pred-probs {source!r} row {row} is not a probability vector (sums to {sums[row]:.4g})")
+def check_pred_probs(pred_probs: np.ndarray, n: int, num_classes: int | None, source: str) -> int:
+    """The number of classes ``C`` of ``(N, C)`` out-of-sample probabilities: finite rows in [0, 1] summing to 1
+    (±1e-3), ``C >= 2`` (``num_classes`` when given), or one line naming ``source`` and the first fault."""
+    name = f"--pred-probs {source!r}"
+    columns = pred_probs.shape[1] if pred_probs.ndim == 2 else 0
+    wanted = num_classes or columns
+    if pred_probs.ndim != 2 or len(pred_probs) != n or columns != wanted or columns < 2:
+        shape = f"({n}, {wanted})" if wanted >= 2 else f"({n}, C) with C >= 2 classes"
+        raise InputError(f"{name} must have shape {shape}, a row per example and a column per class; got "
+                         f"{pred_probs.shape}")  # fmt: skip
+    if not np.issubdtype(pred_probs.dtype, np.number):
+        raise InputError(f"{name} must hold numbers; got dtype {pred_probs.dtype}")
+    check_probability_rows(pred_probs, name=name, atol=1e-3)
+    return int(columns)

@@ -46,6 +46,7 @@ from robustlabels.neighbors.policy import choose_index
 from robustlabels.noise.sample import validate_labels
 
 RULES = ("mv", "rank")
+SUBSAMPLE = 0.9  # fraction of the points in each round's subsample (docta's)
 BLOCK_ROWS = 65_536  # rows per vectorised block: bounds every temporary to O(BLOCK_ROWS · search_k)
 SHORTFALL_PROB = 1e-6  # default search_k: P(fewer than k − 1 of a point's neighbours sampled) at most this
 UNIT_NORM_TOL = 1e-4
@@ -391,7 +392,7 @@ def simifeat(
     k: int = 10,
     rule: str = "mv",
     rounds: int = 21,
-    subsample: float = 0.9,
+    subsample: float = SUBSAMPLE,
     seed: int = 0,
     index: str = "auto",
     backend: str = "auto",

@@ -34,7 +34,7 @@ from typing import IO, Any
 import numpy as np
 
 from robustlabels.errors import InputError, check_file
-from robustlabels.io import read_labels, sha256_of_file
+from robustlabels.io import read_labels, reading, sha256_of_file
 
 SPLITS = ("train", "test")
 GZIP_MAGIC = b"\x1f\x8b"
@@ -482,7 +482,7 @@ def read_cifar_n(path: str | Path, key: str) -> np.ndarray:
     if p.suffix == ".pt":
         table = _load_torch_label_dict(p)
     else:
-        with np.load(p, allow_pickle=False) as z:
+        with reading(p, what="CIFAR-N label file", kind="a readable .npz archive"), np.load(p, allow_pickle=False) as z:
             table = {k: z[k] for k in z.files}
     if key not in table:
         raise InputError(f"{str(p)!r}: unknown CIFAR-N key {key!r}; available: {', '.join(table)}")
@@ -597,24 +597,28 @@ def read_label_names(path: str | Path, *, label_key: str = "label") -> list[str]
 
 
 # ----------------------------------------------------------------------------------------------- a user's own
+def split_label_spec(spec: str) -> tuple[str, str]:
+    """``(file, key)`` of a label spec ``FILE`` (key ``""``) or ``FILE:KEY`` (a path that exists wins)."""
+    file, _, key = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
+    return file, key
+
+
 def read_label_spec(spec: str, *, what: str) -> tuple[np.ndarray, str, str]:
     """``(labels (N,) int64, file, sha256)`` from a ``.npy`` / ``.csv`` file or an ``FILE.npz:KEY`` /
     ``FILE.pt:KEY`` key (:func:`read_cifar_n`); ``what`` names the option in messages."""
-    file, _, key = spec.rpartition(":") if ":" in spec and not Path(spec).exists() else (spec, "", "")
+    file, key = split_label_spec(spec)
     check_file(file, what=what)
-    if key:
-        labels = read_cifar_n(file, key)
-    elif Path(file).suffix.lower() in (".npz", ".pt"):
+    if not key and Path(file).suffix.lower() in (".npz", ".pt"):
         raise InputError(f"{what} {file!r}: name the array to read as {file}:KEY")
-    else:
-        labels = read_labels(file)
-    return labels.astype(np.int64), file, sha256_of_file(file)
+    with reading(file, what=what):
+        labels = read_cifar_n(file, key) if key else read_labels(file)
+        return labels.astype(np.int64), file, sha256_of_file(file)
 
 
 def read_image_npz(path: Path, *, what: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(images (N, H, W[, 3]) uint8, labels (N,), class names)`` from an ``.npz`` with ``images`` and
     ``labels`` (optional ``class_names``); ``what`` names the option in messages."""
-    with np.load(path, allow_pickle=False) as z:
+    with reading(path, what=what, kind="a readable .npz archive"), np.load(path, allow_pickle=False) as z:
         missing = [k for k in ("images", "labels") if k not in z.files]
         if missing:
             raise InputError(f"{what} {str(path)!r}: missing array {missing[0]!r} (arrays: {', '.join(z.files)})")

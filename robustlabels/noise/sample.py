@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robustlabels.checks import check_finite_rows
 from robustlabels.errors import InputError, check_interval
 from robustlabels.noise.transition import validate_transition
 
@@ -272,12 +273,13 @@ def instance_dependent_noise(
 
 
 def _check_features(features: np.ndarray, num_samples: int) -> np.ndarray:
-    """``features`` as an array (no copy) of shape ``(N, ...)``, numeric, or :class:`InputError`."""
+    """``features`` as an array (no copy) of shape ``(N, ...)``, numeric and finite, or :class:`InputError`."""
     features = np.asarray(features)
     if not (np.issubdtype(features.dtype, np.number) or features.dtype == np.bool_):
         raise InputError(f"features must be numeric; got dtype {features.dtype}")
     if features.ndim < 2 or features.shape[0] != num_samples:
         raise InputError(f"features must have shape (N, ...) with N = {num_samples}; got {features.shape}")
+    check_finite_rows(features, name="features")  # a NaN row would silently draw class 0
     return features
 
 

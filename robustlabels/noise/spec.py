@@ -273,7 +273,8 @@ class MatrixNoise(_TransitionNoise):
     def transition(self, num_classes: int) -> np.ndarray:
         size = self._matrix.shape[0]
         if size != num_classes:
-            raise InputError(f"`matrix` is {size}x{size} but the dataset has {num_classes} classes")
+            name = f"matrix file {str(self.matrix)!r}" if isinstance(self.matrix, (str, Path)) else "`matrix`"
+            raise InputError(f"{name} is {size}x{size} but the dataset has {num_classes} classes")
         return self._matrix.copy()
 
     def params(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from robustlabels.checks import check_probability_rows
 from robustlabels.errors import InputError, check_choice, check_interval
 
 #: Source class -> target class of the CIFAR-10 asymmetric noise (ELR, Nested Co-teaching):
@@ -213,17 +214,4 @@ def validate_transition(matrix: ArrayLike, *, name: str = "transition matrix") -
         raise InputError(f"{name} must be a square matrix of numbers") from None
     if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
         raise InputError(f"{name} must be a non-empty square (C, C) matrix; got shape {array.shape}")
-    bad = np.argwhere(~np.isfinite(array))
-    if bad.size:
-        row, col = bad[0]
-        raise InputError(f"{name} has a non-finite entry {array[row, col]} at row {row}, column {col}")
-    bad = np.argwhere(array < 0)
-    if bad.size:
-        row, col = bad[0]
-        raise InputError(f"{name} has a negative entry {array[row, col]:g} at row {row}, column {col}")
-    sums = array.sum(axis=1)
-    bad_rows = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
-    if bad_rows.size:
-        row = bad_rows[0]
-        raise InputError(f"{name} row {row} sums to {sums[row]:.10g}, not 1")
-    return array
+    return check_probability_rows(array, name=name)

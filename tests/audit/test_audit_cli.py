@@ -158,7 +158,7 @@ def test_text_table_with_own_features(tmp_path: Path, kind: str) -> None:
          ["--data", d / "x.npy", "--labels", d / "y.npy", "--pred-probs", _probs(d, 3, 2)], "value 7 at index 2"),
         (lambda d: np.save(d / "y.npy", np.array([0, 1, 1])) or np.save(d / "x.npy", np.ones((3, 2))) or
          ["--data", d / "x.npy", "--labels", d / "y.npy", "--pred-probs", _probs(d, 3, 2, scale=0.5)],
-         "row 0 is not a probability vector"),
+         "p.npy' row 0 sums to 0.5, not 1"),
         (lambda d: np.save(d / "y.npy", np.array([0, 1, 1])) or np.save(d / "x.npy", np.ones((4, 2))) or
          ["--data", d / "x.npy", "--labels", d / "y.npy"], "has 3 labels but the data has 4 examples"),
         (lambda d: np.save(d / "y.npy", np.array([0, 1, 1])) or np.save(d / "x.npy", np.ones((3, 2))) or

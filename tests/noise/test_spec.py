@@ -158,7 +158,7 @@ def test_matrix_noise_from_npy_and_csv_files(tmp_path: Path) -> None:
         model = MatrixNoise(str(tmp_path / name), exact=True)
         np.testing.assert_allclose(model.transition(3), matrix)
         assert model.params() == {"matrix": str(tmp_path / name), "exact": True}
-    with pytest.raises(InputError, match=r"`matrix` is 3x3 but the dataset has 10 classes"):
+    with pytest.raises(InputError, match=r"matrix file '.*t\.csv' is 3x3 but the dataset has 10 classes"):
         model.apply(LABELS, num_classes=10, seed=0)
 
 

@@ -1,0 +1,57 @@
+"""argparse pieces of the light command lines (``inject``, ``audit``): one-line errors and checked numbers.
+
+:class:`OneLineParser` turns every argparse error (a missing or unknown flag, a bad choice, a value that a
+``type=`` refuses) into an :class:`InputError`, which the command line prints as its one ``error:`` line with
+exit code 2. The ``type=`` callables here refuse a number outside its range while parsing, before any file is
+read or anything allocated, and name the flag and the value (argparse adds the flag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import NoReturn
+
+from robustlabels.errors import InputError
+
+SEED_MAX = 2**32 - 1  # the widest range every seeded library here accepts (numpy, sklearn, Lightning)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose errors raise :class:`InputError` instead of printing usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(message)
+
+
+def integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A ``type=`` for integers in ``[low, high]`` (``high=None``: no upper bound)."""
+    wanted = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {wanted}; got {text!r}")
+        return value
+
+    parse.__name__ = wanted
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """A ``type=`` for finite numbers above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text!r}")
+    return value
+
+
+seed = integer(0, SEED_MAX)
+positive_integer = integer(1)
