@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from robustlabels.cli import error_line, report_error
+from robustlabels.cli import error_line, report_error, report_interrupt
 from robustlabels.errors import InputError
 from robustlabels.io import (
+    OutputSet,
     atomic_save_npy,
     atomic_write_text,
     load_npy,
@@ -74,6 +75,7 @@ _RATE_PRESETS: dict[str, tuple[Callable[..., NoiseModel], dict[str, Any]]] = {
     "cifar100_superclass": (Cifar100AsymmetricNoise, {"variant": "superclass"}),
 }
 OUTPUT_NAMES = ("labels.npy", "labels.csv", "manifest.json")
+PAIR_OUTPUT_NAMES = ("pairs.jsonl", "pairs.npy")  # --pairs writes one of them
 CONVENTION = "T[i, j] = P(noisy=j | true=i)"
 
 
@@ -241,18 +243,16 @@ def _load_dataset(name: str, root: str | None) -> Any:
         raise InputError(f"unknown dataset {name!r}") from None
 
 
-def check_outputs(
-    out: Path, *, force: bool, inputs: tuple[Path, ...], names: tuple[str, ...] = OUTPUT_NAMES
-) -> list[Path]:
-    """The output paths; raise :class:`InputError` if one exists (without ``force``) or is an input file."""
-    paths = [out / name for name in names]
-    input_files = {path.resolve() for path in inputs}
-    for path in paths:
-        if path.resolve() in input_files:
-            raise InputError(f"output {str(path)!r} would overwrite an input file; choose another --out")
-        if path.exists() and not force:
-            raise InputError(f"output file exists: {str(path)!r} (use --force to overwrite)")
-    return paths
+def output_set(args: argparse.Namespace) -> OutputSet:
+    """The files a run writes into ``--out``, as one :class:`OutputSet` sealed by ``manifest.json``.
+
+    A ``--pairs`` run adds ``pairs.jsonl`` or ``pairs.npy``; the other pair file, left by an earlier run, goes
+    with the old set it belongs to.
+    """
+    pairs_file = () if args.pairs is None else ("pairs.npy" if str(args.pairs).endswith(".npy") else "pairs.jsonl",)
+    inputs = [p for p in (args.labels, args.matrix, args.features, args.pairs) if p is not None]
+    return OutputSet(args.out, OUTPUT_NAMES + pairs_file, seal="manifest.json", force=args.force, inputs=inputs,
+                     optional=tuple(name for name in PAIR_OUTPUT_NAMES if name not in pairs_file))  # fmt: skip
 
 
 def build_manifest(
@@ -285,13 +285,12 @@ def _version() -> str:
     return str(getattr(robustlabels, "__version__", "0.1.0"))
 
 
-def write_outputs(paths: list[Path], noisy: np.ndarray, manifest: dict[str, Any]) -> None:
-    """Write labels.npy, labels.csv and, last, manifest.json, each atomically."""
-    npy_path, csv_path, manifest_path = paths
-    atomic_save_npy(npy_path, noisy.astype(np.int64))
+def write_outputs(files: OutputSet, noisy: np.ndarray, manifest: dict[str, Any]) -> None:
+    """Write labels.npy, labels.csv and manifest.json into the open output set (published together on exit)."""
+    atomic_save_npy(files.path("labels.npy"), noisy.astype(np.int64))
     rows = "".join(f"{index},{label}\n" for index, label in enumerate(noisy.tolist()))
-    atomic_write_text(csv_path, "index,label\n" + rows)
-    atomic_write_text(manifest_path, manifest_json(manifest))
+    atomic_write_text(files.path("labels.csv"), "index,label\n" + rows)
+    atomic_write_text(files.path("manifest.json"), manifest_json(manifest))
 
 
 _SCALAR_LIST = re.compile(r"\[\n(?:[ ]+[^\s\[\]{}\"]+\n)+[ ]*\]")  # a list spread over lines, no strings
@@ -316,22 +315,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Do the injection for parsed arguments; return a short summary."""
     model = build_noise_model(args.noise, rate=args.rate, matrix=args.matrix, exact=args.exact)
     out = Path(args.out)
-    inputs = tuple(Path(p) for p in (args.labels, args.matrix, args.features, args.pairs) if p is not None)
-    pairs_name = () if args.pairs is None else ("pairs.npy" if str(args.pairs).endswith(".npy") else "pairs.jsonl",)
-    paths = check_outputs(out, force=args.force, inputs=inputs, names=OUTPUT_NAMES + pairs_name)
-    source = load_source(args, needs_features=args.noise == "instance")
-    result = model.apply(
-        source.labels, num_classes=source.num_classes, seed=args.seed, features=source.features
-    )
-    manifest = build_manifest(model, result, source, seed=args.seed, num_classes=source.num_classes)
-    if args.pairs is not None:
-        manifest["pairs"] = {"label_1_means": "swapped", "written": write_swapped_pairs(args.pairs, out,
-                             result.is_flipped).name, "beta": getattr(model, "beta", None)}  # fmt: skip
-    write_outputs(paths[:3], result.noisy, manifest)
+    with output_set(args) as files:
+        source = load_source(args, needs_features=args.noise == "instance")
+        result = model.apply(
+            source.labels, num_classes=source.num_classes, seed=args.seed, features=source.features
+        )
+        manifest = build_manifest(model, result, source, seed=args.seed, num_classes=source.num_classes)
+        if args.pairs is not None:
+            manifest["pairs"] = {"label_1_means": "swapped", "written": write_swapped_pairs(args.pairs, files.staging,
+                                 result.is_flipped).name, "beta": getattr(model, "beta", None)}  # fmt: skip
+        write_outputs(files, result.noisy, manifest)
     return {
         "out": str(out),
-        "manifest": str(paths[2]),
-        "labels": str(paths[0]),
+        "manifest": str(out / "manifest.json"),
+        "labels": str(out / "labels.npy"),
         "noise": model.name,
         "realized_rate": result.realized_rate,
         "num_flipped": manifest["num_flipped"],
@@ -347,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(args)
     except (InputError, OSError) as error:
         return report_error(error_line(error))
+    except KeyboardInterrupt:
+        return report_interrupt(args.out)
     if args.format == "json":
         print(json.dumps(summary, sort_keys=True))
     else:
