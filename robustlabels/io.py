@@ -267,7 +267,7 @@ class OutputSet:
             path = self.out
         reason = error.strerror or str(error)
         named = OSError(f"cannot write {str(path)!r}: {reason}; the outputs in {str(self.out)!r} are unchanged")
-        named.errno, named.strerror, named.filename = error.errno, error.strerror, str(path)
+        named.errno = error.errno  # (no strerror or filename: they would reformat the message)
         return named
 
     def _close(self) -> None:
@@ -397,9 +397,13 @@ class _FolderLock:
     def release(self) -> None:
         if self.fd is None:
             return
-        self.path.unlink(missing_ok=True)  # while still locked: a run that opened this file sees that it is gone
-        os.close(self.fd)
-        self.fd = None
+        try:
+            self.path.unlink(missing_ok=True)  # while still locked: a run that opened this file sees that it is gone
+        except OSError:
+            pass  # a stale lock file is harmless: the lock is the flock, released below
+        finally:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _lock_owner(fd: int) -> str:
