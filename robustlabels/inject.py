@@ -9,7 +9,9 @@ writes ``OUT/labels.npy`` (int64), ``OUT/labels.csv`` (``index,label``) and ``OU
 and the swapped pairs are written as ``OUT/pairs.jsonl`` (or ``OUT/pairs.npy`` for ``(N, 2, D)`` features). The
 manifest has no timestamps, so the same inputs and seed give byte-identical files. Noise is data: train
 from the saved labels (``LabelsFile``) instead of regenerating them. ``T[i, j] = P(noisy=j | true=i)``.
-User errors print one ``error: ...`` line on stderr and exit with code 2.
+The files are written as one set that appears whole or not at all, even when the run is killed
+(:class:`robustlabels.io.OutputSet`). User errors print one ``error: ...`` line on stderr and exit with code 2;
+Ctrl-C prints one ``interrupted: ...`` line and exits with code 130.
 """
 
 from __future__ import annotations

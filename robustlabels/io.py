@@ -257,14 +257,17 @@ class OutputSet:
                                f"complete in {str(committed)!r}, and the next run on this folder moves them") from error
 
     def _named(self, error: OSError) -> OSError:
-        """``error`` as one line naming the output (not its staging path) and saying that ``out`` is unchanged."""
+        """A write error in ``out`` as one line naming the output (not its staging path) and saying that ``out`` is
+        unchanged; other errors (reading an input) as they are."""
         if isinstance(error, PublishError) or error.filename is None:
             return error
-        path = Path(error.filename)
-        if path.is_relative_to(self.staging):
-            path = self.out / path.relative_to(self.staging)
-        elif path.name == LOCK_NAME:
+        path, staging = Path(os.path.abspath(error.filename)), Path(os.path.abspath(self.staging))
+        if path.is_relative_to(staging):
+            path = self.out / path.relative_to(staging)
+        elif path.name == LOCK_NAME or path == Path(os.path.abspath(self.out)):
             path = self.out
+        elif not path.is_relative_to(os.path.abspath(self.out)):
+            return error
         reason = error.strerror or str(error)
         named = OSError(f"cannot write {str(path)!r}: {reason}; the outputs in {str(self.out)!r} are unchanged")
         named.errno = error.errno  # (no strerror or filename: they would reformat the message)
@@ -313,7 +316,7 @@ def finish_leftovers(out: Path, members: Sequence[str] = ()) -> None:
     an atomic write's temporary of one of ``members`` (``.labels.npy.<32 hex digits>.tmp``) are removed. Holding
     the lock proves that the run that made them is gone.
     """
-    for entry in sorted(out.iterdir(), key=lambda entry: entry.lstat().st_mtime):
+    for entry in list(out.iterdir()):  # at most one committed set: each run finishes the last before committing
         if entry.name.startswith(COMMITTED_PREFIX) and entry.is_dir():
             publish_committed(entry)
         elif entry.name.startswith(PARTIAL_PREFIX) and entry.is_dir():
@@ -361,10 +364,25 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+_LOCKS_HELD: set[int] = set()  # descriptors of the folder locks this process holds
+
+
+def _forget_locks_in_child() -> None:
+    """After ``fork``: close the child's copies of the lock descriptors. A ``flock`` belongs to the open file, which
+    a child (a data-loader worker) would otherwise keep locked after its parent is killed."""
+    for fd in _LOCKS_HELD:
+        os.close(fd)
+    _LOCKS_HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
 class _FolderLock:
     """An exclusive ``flock`` on ``folder/.robustlabels.lock``, which holds the owner's pid and is removed on release.
 
-    Without ``fcntl`` (Windows) or ``flock`` support, runs go on unlocked.
+    Without ``fcntl`` (Windows) or ``flock`` support, runs go on unlocked. A forked child does not hold it.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -391,12 +409,14 @@ class _FolderLock:
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n".encode())
                 self.fd = fd
+                _LOCKS_HELD.add(fd)
             else:
                 os.close(fd)  # its last owner removed it as this run opened it: lock the new one
 
     def release(self) -> None:
-        if self.fd is None:
+        if self.fd is None or self.fd not in _LOCKS_HELD:  # not locked, or a forked child's copy (closed)
             return
+        _LOCKS_HELD.discard(self.fd)
         try:
             self.path.unlink(missing_ok=True)  # while still locked: a run that opened this file sees that it is gone
         except OSError:
