@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # what the module's __getattr__ builds, for type checkers
     from pytorch_lightning.cli import LightningCLI as RobustCLI
 
 __all__ = ["RobustCLI", "config_file", "error_line", "one_line", "package_path", "packaged_config",
-           "packaged_config_names", "report_error", "resolve_config_args", "trainer_defaults"]  # fmt: skip
+           "packaged_config_names", "report_error", "report_interrupt", "resolve_config_args",
+           "trainer_defaults"]  # fmt: skip
 
 CONFIG_FLAGS = ("-c", "--config")
 CONFIG_HELP = ("A fit config: a YAML file, or the name of a bundled one (quickstart, fashion_mnist/ce, "
@@ -171,3 +172,9 @@ def report_error(message: str) -> int:
     """Print ``error: <message>`` on stderr and return the exit code for bad input, 2."""
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def report_interrupt(out: str | Path) -> int:
+    """Print ``interrupted: ...`` on stderr for a Ctrl-C that left ``out``'s output set alone; return 130."""
+    print(f"interrupted: nothing written to {out}", file=sys.stderr)
+    return 130

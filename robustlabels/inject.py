@@ -9,7 +9,9 @@ writes ``OUT/labels.npy`` (int64), ``OUT/labels.csv`` (``index,label``) and ``OU
 and the swapped pairs are written as ``OUT/pairs.jsonl`` (or ``OUT/pairs.npy`` for ``(N, 2, D)`` features). The
 manifest has no timestamps, so the same inputs and seed give byte-identical files. Noise is data: train
 from the saved labels (``LabelsFile``) instead of regenerating them. ``T[i, j] = P(noisy=j | true=i)``.
-User errors print one ``error: ...`` line on stderr and exit with code 2.
+The files are written as one set that appears whole or not at all, even when the run is killed
+(:class:`robustlabels.io.OutputSet`). User errors print one ``error: ...`` line on stderr and exit with code 2;
+Ctrl-C prints one ``interrupted: ...`` line and exits with code 130.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ import numpy as np
 
 from robustlabels.arguments import OneLineParser, integer, seed
 from robustlabels.checks import BYTES_PER_MATRIX_CELL, check_allocation, check_finite_rows
-from robustlabels.cli import error_line, report_error
+from robustlabels.cli import error_line, report_error, report_interrupt
 from robustlabels.errors import InputError
 from robustlabels.io import (
+    OutputSet,
     atomic_save_npy,
     atomic_write_text,
-    check_output_paths,
     load_npy,
     read_labels,
     reading,
@@ -78,6 +80,7 @@ _RATE_PRESETS: dict[str, tuple[Callable[..., NoiseModel], dict[str, Any]]] = {
     "cifar100_superclass": (Cifar100AsymmetricNoise, {"variant": "superclass"}),
 }
 OUTPUT_NAMES = ("labels.npy", "labels.csv", "manifest.json")
+PAIR_OUTPUT_NAMES = ("pairs.jsonl", "pairs.npy")  # --pairs writes one of them
 CONVENTION = "T[i, j] = P(noisy=j | true=i)"
 
 
@@ -288,12 +291,16 @@ def _load_dataset(name: str, root: str | None) -> Any:
         raise InputError(f"unknown dataset {name!r}") from None
 
 
-def check_outputs(
-    out: Path, *, force: bool, inputs: tuple[Path, ...], names: tuple[str, ...] = OUTPUT_NAMES
-) -> list[Path]:
-    """The output paths; raise :class:`InputError` if ``out`` is not a writable folder, or an output exists
-    (without ``force``) or is an input file (:func:`robustlabels.io.check_output_paths`)."""
-    return check_output_paths(out, names, inputs=inputs, force=force)
+def output_set(args: argparse.Namespace) -> OutputSet:
+    """The files a run writes into ``--out``, as one :class:`OutputSet` sealed by ``manifest.json``.
+
+    A ``--pairs`` run adds ``pairs.jsonl`` or ``pairs.npy``; the other pair file, left by an earlier run, goes
+    with the old set it belongs to.
+    """
+    pairs_file = () if args.pairs is None else ("pairs.npy" if str(args.pairs).endswith(".npy") else "pairs.jsonl",)
+    inputs = [p for p in (args.labels, args.matrix, args.features, args.pairs) if p is not None]
+    return OutputSet(args.out, OUTPUT_NAMES + pairs_file, seal="manifest.json", force=args.force, inputs=inputs,
+                     optional=tuple(name for name in PAIR_OUTPUT_NAMES if name not in pairs_file))  # fmt: skip
 
 
 def build_manifest(
@@ -326,13 +333,12 @@ def _version() -> str:
     return str(getattr(robustlabels, "__version__", "0.1.0"))
 
 
-def write_outputs(paths: list[Path], noisy: np.ndarray, manifest: dict[str, Any]) -> None:
-    """Write labels.npy, labels.csv and, last, manifest.json, each atomically."""
-    npy_path, csv_path, manifest_path = paths
-    atomic_save_npy(npy_path, noisy.astype(np.int64))
+def write_outputs(files: OutputSet, noisy: np.ndarray, manifest: dict[str, Any]) -> None:
+    """Write labels.npy, labels.csv and manifest.json into the open output set (published together on exit)."""
+    atomic_save_npy(files.path("labels.npy"), noisy.astype(np.int64))
     rows = "".join(f"{index},{label}\n" for index, label in enumerate(noisy.tolist()))
-    atomic_write_text(csv_path, "index,label\n" + rows)
-    atomic_write_text(manifest_path, manifest_json(manifest))
+    atomic_write_text(files.path("labels.csv"), "index,label\n" + rows)
+    atomic_write_text(files.path("manifest.json"), manifest_json(manifest))
 
 
 _SCALAR_LIST = re.compile(r"\[\n(?:[ ]+[^\s\[\]{}\"]+\n)+[ ]*\]")  # a list spread over lines, no strings
@@ -357,23 +363,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Do the injection for parsed arguments; return a short summary."""
     model = build_noise_model(args.noise, rate=args.rate, matrix=args.matrix, exact=args.exact)
     out = Path(args.out)
-    inputs = tuple(Path(p) for p in (args.labels, args.matrix, args.features, args.pairs) if p is not None)
-    pairs_name = () if args.pairs is None else ("pairs.npy" if str(args.pairs).endswith(".npy") else "pairs.jsonl",)
-    paths = check_outputs(out, force=args.force, inputs=inputs, names=OUTPUT_NAMES + pairs_name)
-    source = load_source(args, needs_features=args.noise == "instance")
-    check_source(source, args)
-    result = model.apply(
-        source.labels, num_classes=source.num_classes, seed=args.seed, features=source.features
-    )
-    manifest = build_manifest(model, result, source, seed=args.seed, num_classes=source.num_classes)
-    if args.pairs is not None:
-        manifest["pairs"] = {"label_1_means": "swapped", "written": write_swapped_pairs(args.pairs, out,
-                             result.is_flipped).name, "beta": getattr(model, "beta", None)}  # fmt: skip
-    write_outputs(paths[:3], result.noisy, manifest)
+    with output_set(args) as files:
+        source = load_source(args, needs_features=args.noise == "instance")
+        check_source(source, args)
+        result = model.apply(
+            source.labels, num_classes=source.num_classes, seed=args.seed, features=source.features
+        )
+        manifest = build_manifest(model, result, source, seed=args.seed, num_classes=source.num_classes)
+        if args.pairs is not None:
+            manifest["pairs"] = {"label_1_means": "swapped", "written": write_swapped_pairs(args.pairs, files.staging,
+                                 result.is_flipped).name, "beta": getattr(model, "beta", None)}  # fmt: skip
+        write_outputs(files, result.noisy, manifest)
     return {
         "out": str(out),
-        "manifest": str(paths[2]),
-        "labels": str(paths[0]),
+        "manifest": str(out / "manifest.json"),
+        "labels": str(out / "labels.npy"),
         "noise": model.name,
         "realized_rate": result.realized_rate,
         "num_flipped": manifest["num_flipped"],
@@ -389,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(args)
     except (InputError, OSError) as error:
         return report_error(error_line(error))
+    except KeyboardInterrupt:
+        return report_interrupt(args.out)
     if args.format == "json":
         print(json.dumps(summary, sort_keys=True))
     else:

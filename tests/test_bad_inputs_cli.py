@@ -381,7 +381,7 @@ OUTPUTS = {
                                                 "{d}/p.npy --out {out} --force", ("issues.csv'", "overwrite an input"),
                                                 lambda d: old_output(d, "issues.csv", (d / "y.csv").read_bytes(),
                                                                      link="link.csv")),
-    "audit-outputs-exist": Case("audit", AUDIT, ("issues.csv'", "--force"),
+    "audit-outputs-exist": Case("audit", AUDIT, ("already holds issues.csv", "--force"),
                                 lambda d: old_output(d, "issues.csv", b"x\n")),
 }
 

@@ -9,8 +9,9 @@ Examples::
     python -m robustlabels.audit --data feats.npy --labels labels.npy --pred-probs probs.npy --out b
 
 Writes ``issues.csv``, ``summary.json`` and ``report.html`` (plus ``pred_probs.npy`` when confident learning
-computed out-of-sample probabilities) into ``--out``; refuses to overwrite them without ``--force``.
-Bad input gets one ``error:`` line and exit code 2.
+computed out-of-sample probabilities) into ``--out`` as one set that appears whole or not at all
+(:class:`robustlabels.io.OutputSet`); refuses to overwrite them without ``--force``. Bad input gets one ``error:``
+line and exit code 2; Ctrl-C one ``interrupted:`` line and exit code 130.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import argparse
 import contextlib
 import json
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +34,15 @@ from robustlabels.arguments import OneLineParser, integer, positive_integer, pos
 from robustlabels.audit import inputs
 from robustlabels.audit.types import AuditData, MethodResult
 from robustlabels.checks import check_label_classes
-from robustlabels.cli import error_line, report_error
+from robustlabels.cli import error_line, report_error, report_interrupt
 from robustlabels.data.readers import split_label_spec
 from robustlabels.errors import InputError
-from robustlabels.io import check_output_paths
+from robustlabels.io import OutputSet
 
 METHODS = ("confident_learning", "knn", "dynamics")
 PAIR_METHODS = ("rank_consistency",)  # preference pairs only; part of ``all`` there
 OUTPUT_NAMES = ("issues.csv", "summary.json", "report.html")
+OPTIONAL_OUTPUT_NAMES = ("pred_probs.npy",)  # written when confident learning computes the probabilities
 STAGES = {"dynamics": "one training run", "knn": "kNN votes (SimiFeat)",
           "confident_learning": "cleanlab on out-of-sample probabilities (K-fold training unless --pred-probs)",
           "rank_consistency": "cross-fitted Bradley-Terry ranking of the recurring responses"}  # fmt: skip
@@ -219,9 +224,11 @@ def text_views(args: argparse.Namespace, data: AuditData) -> list[str]:
 class Audit:
     """Runs the requested methods on one :class:`AuditData`, sharing what they can (one trained model)."""
 
-    def __init__(self, data: AuditData, args: argparse.Namespace, views: list[str] | None = None) -> None:
+    def __init__(self, data: AuditData, args: argparse.Namespace, views: list[str] | None = None,
+                 files: OutputSet | None = None) -> None:  # fmt: skip
         self.data, self.args = data, args
-        self.out = Path(args.out)
+        self.out = Path(args.out)  # training folders (folds/, dynamics/, features/) go here
+        self.files = files  # the output set that pred_probs.npy joins, when it is open
         self.timings: dict[str, float] = {}
         self.dynamics_features: np.ndarray | None = None
         self.methods: list[str] = []
@@ -258,7 +265,6 @@ class Audit:
 
     def confident_learning(self) -> MethodResult:
         from robustlabels.audit.confident import confident_learning, cross_val_pred_probs
-        from robustlabels.io import atomic_save_npy
 
         data, args = self.data, self.args
         views: dict[str, Any] = {}
@@ -273,7 +279,7 @@ class Audit:
             self.timings.update({f"cross_val_{name}": value for name, value in seconds.items()})
             views = {"text_views": self.views, "model": "LogisticRegression (L2, multinomial) per view",
                      "C": {v: LINEAR_C[v] for v in self.views}, "combine": VIEW_COMBINE}  # fmt: skip
-            atomic_save_npy(self.out / "pred_probs.npy", data.pred_probs)
+            self.save_pred_probs(data.pred_probs)
         elif data.pred_probs is None:
             start = time.perf_counter()
             data.pred_probs = cross_val_pred_probs(model_inputs(data), data.labels, num_classes=data.num_classes,
@@ -282,7 +288,7 @@ class Audit:
                                                    epochs=args.epochs,
                                                    best_epoch=self.fold_epoch() == "best")  # fmt: skip
             self.timings["cross_val_pred_probs"] = time.perf_counter() - start
-            atomic_save_npy(self.out / "pred_probs.npy", data.pred_probs)
+            self.save_pred_probs(data.pred_probs)
         result = confident_learning(data.labels, data.pred_probs, filter_by=args.filter_by, rank_by=args.rank_by,
                                     low_memory=args.low_memory or None)  # fmt: skip
         result.params["folds"] = None if args.pred_probs else args.folds
@@ -290,6 +296,13 @@ class Audit:
             result.params["fold_epoch"] = self.fold_epoch()
         result.params.update(views)
         return result
+
+    def save_pred_probs(self, pred_probs: np.ndarray) -> None:
+        """Keep the computed out-of-sample probabilities as ``pred_probs.npy`` in the output set."""
+        from robustlabels.io import atomic_save_npy
+
+        path = self.files.path("pred_probs.npy") if self.files is not None else self.out / "pred_probs.npy"
+        atomic_save_npy(path, pred_probs)
 
     def fold_epoch(self) -> str:
         """``--fold-epoch`` with ``auto`` resolved: ``best`` for ``(N, D)`` feature vectors, else ``last`` (pixels,
@@ -389,13 +402,6 @@ def input_files(args: argparse.Namespace) -> tuple[Path, ...]:
     return tuple(Path(file) for file in files)
 
 
-def check_out(args: argparse.Namespace) -> None:
-    """Refuse early (before reading or training) an ``--out`` that cannot take the outputs, an output that would
-    replace one of the inputs, and (without ``--force``) a previous audit's outputs."""
-    written = OUTPUT_NAMES + (() if args.pred_probs else ("pred_probs.npy",))
-    check_output_paths(Path(args.out), written, inputs=input_files(args), force=args.force)
-
-
 def check_method_needs(args: argparse.Namespace, data: AuditData, methods: list[str]) -> None:
     """Refuse, before any training, settings these data cannot meet: labels of one class for a method that
     compares classes, more folds than the largest class has examples, more neighbours than a subsample holds, a
@@ -421,6 +427,59 @@ def check_method_needs(args: argparse.Namespace, data: AuditData, methods: list[
         load_fit_config(args.fit_config)
 
 
+def output_set(args: argparse.Namespace) -> OutputSet:
+    """The audit's outputs in ``--out`` as one :class:`OutputSet` sealed by ``summary.json``, opened before any
+    training: a second run on the same ``--out`` is refused at once, and no input file can be overwritten."""
+    return OutputSet(args.out, OUTPUT_NAMES, seal="summary.json", force=args.force, inputs=input_files(args),
+                     optional=OPTIONAL_OUTPUT_NAMES)  # fmt: skip
+
+
+@contextlib.contextmanager
+def interrupts_noted() -> Iterator[list[int]]:
+    """Note each Ctrl-C (and raise :class:`KeyboardInterrupt` as usual): training turns one into ``SystemExit(1)``
+    after its own shutdown, which the noted signal tells apart from a real exit. Only in the main thread."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def note(signum: int, frame: object) -> None:
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def audit_into(files: OutputSet, args: argparse.Namespace, argv: list[str] | None
+               ) -> tuple[AuditData, list[MethodResult], MethodResult, dict[str, Any]]:  # fmt: skip
+    """Load, run the methods and write the outputs into the open output set; return what :func:`main` prints."""
+    out = Path(args.out)
+    start = time.perf_counter()
+    data = load(args)
+    methods, with_ensemble = parse_methods(args.method, pairs=data.pair_items is not None)
+    views = text_views(args, data)
+    check_method_needs(args, data, methods)
+    audit = Audit(data, args, views=views, files=files)
+    with contextlib.redirect_stdout(sys.stderr):  # progress bars and chatter: stdout is for the result only
+        embedding = time.perf_counter()
+        audit.prepare_views()
+        inputs_used = audit.describe_views() if audit.views else embed_images(data, args)
+        if data.features is not None and data.images is not None:
+            audit.timings["image_features"] = time.perf_counter() - embedding
+        results, final = audit.run(methods, with_ensemble)
+    audit.timings["total"] = time.perf_counter() - start
+    from robustlabels.audit.report import write_audit_files
+
+    extra = {"command": shlex.join([sys.executable, "-m", "robustlabels.audit", *(argv or sys.argv[1:])]),
+             "model_inputs": inputs_used or None, "text_views": audit.views or None,
+             "timings_seconds": {k: round(v, 3) for k, v in audit.timings.items()}, "out": str(out)}  # fmt: skip
+    return data, results, final, write_audit_files(files, data, results, final, extra=extra)
+
+
 def summary_line(summary: dict[str, Any]) -> dict[str, Any]:
     """The short machine-readable summary printed by ``--format json``."""
     final = summary["final"]
@@ -434,39 +493,29 @@ def summary_line(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m robustlabels.audit``; returns the exit code (2 for bad input)."""
+    """Entry point of ``python -m robustlabels.audit``; returns the exit code (2 for bad input, 130 for Ctrl-C)."""
     try:
         args = parser().parse_args(argv)
-        check_out(args)
-        parse_methods(args.method, pairs=True)  # the names, before reading any data
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        out = Path(args.out)
-        start = time.perf_counter()
-        data = load(args)
-        methods, with_ensemble = parse_methods(args.method, pairs=data.pair_items is not None)
-        views = text_views(args, data)
-        check_method_needs(args, data, methods)
-        out.mkdir(parents=True, exist_ok=True)
-        audit = Audit(data, args, views=views)
-        with contextlib.redirect_stdout(sys.stderr):  # progress bars and chatter: stdout is for the result only
-            embedding = time.perf_counter()
-            audit.prepare_views()
-            inputs_used = audit.describe_views() if audit.views else embed_images(data, args)
-            if data.features is not None and data.images is not None:
-                audit.timings["image_features"] = time.perf_counter() - embedding
-            results, final = audit.run(methods, with_ensemble)
-        audit.timings["total"] = time.perf_counter() - start
-        from robustlabels.audit.report import write_audit
-
-        extra = {"command": shlex.join([sys.executable, "-m", "robustlabels.audit", *(argv or sys.argv[1:])]),
-                 "model_inputs": inputs_used or None, "text_views": audit.views or None,
-                 "timings_seconds": {k: round(v, 3) for k, v in audit.timings.items()}, "out": str(out)}  # fmt: skip
-        summary = write_audit(out, data, results, final, extra=extra, force=True)
-    except (InputError, OSError) as err:
+    except InputError as err:
         return report_error(error_line(err))
+    with interrupts_noted() as interrupts:
+        try:
+            parse_methods(args.method, pairs=True)  # the names, before reading any data
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            with output_set(args) as files:
+                data, results, final, summary = audit_into(files, args, argv)
+        except (InputError, OSError) as err:
+            return report_error(error_line(err))
+        except KeyboardInterrupt:
+            return report_interrupt(args.out)
+        except SystemExit:
+            if interrupts:  # training's own shutdown after a Ctrl-C
+                return report_interrupt(args.out)
+            raise
+    out = Path(args.out)
     if args.format == "json":
         print(json.dumps(summary_line(summary), default=float))
     else:

@@ -7,8 +7,9 @@
   scripts, no external references) that opens offline.
 
 Orientation, as everywhere in the audit: ``joint[i, j] = P(true = i, given = j)`` and
-``transition[i, j] = P(given = j | true = i)``. Every file is written atomically (a temporary file in the
-same folder, then a rename); nothing but these three files is ever replaced.
+``transition[i, j] = P(given = j | true = i)``. The three files are written as one set
+(:class:`robustlabels.io.OutputSet`, sealed by ``summary.json``): they appear together or not at all, even if the
+run is killed; nothing but them is ever replaced.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from robustlabels.audit.scoring import flag_metrics, precision_at_k, ranking_order
 from robustlabels.audit.types import AuditData, MethodResult
 from robustlabels.errors import InputError
-from robustlabels.io import atomic_open, atomic_write_text
+from robustlabels.io import OutputSet, atomic_open, atomic_write_text
 
 OUTPUT_FILES = ("issues.csv", "summary.json", "report.html")
 ISSUE_COLUMNS = ("index", "given_label", "given_name", "suggested_label", "suggested_name", "score", "flagged",
@@ -48,10 +49,11 @@ SNIPPET_CHARS = 300
 
 def write_audit(out_dir: str | Path, data: AuditData, results: list[MethodResult], final: MethodResult, *,
                 extra: Mapping[str, Any], force: bool = False, top: int = 240) -> dict[str, Any]:  # fmt: skip
-    """Write ``issues.csv``, ``summary.json`` and ``report.html`` into ``out_dir`` and return the summary.
+    """Write ``issues.csv``, ``summary.json`` and ``report.html`` into ``out_dir`` as one set; return the summary.
 
     Args:
-        out_dir: the output folder, created if missing. Other files in it are left alone.
+        out_dir: the output folder, created if missing. Other files in it are left alone. The three files appear
+            together or not at all (:class:`robustlabels.io.OutputSet`).
         data: the audited dataset (N examples, C classes).
         results: every method's result, each with ``(N,)`` scores, flags and suggestions.
         final: the result that ranks ``issues.csv`` and the report (often also in ``results``).
@@ -60,18 +62,24 @@ def write_audit(out_dir: str | Path, data: AuditData, results: list[MethodResult
         top: how many of the most suspicious examples the report shows.
 
     Raises:
-        InputError: a shape or label range does not match the data, or the files exist and not ``force``.
+        InputError: a shape or label range does not match the data, the files exist and not ``force``, or
+            another run is writing into ``out_dir``.
     """
-    out = Path(out_dir)
     _validate(data, [*results, final])
-    _check_output(out, force)
+    with OutputSet(out_dir, OUTPUT_FILES, seal="summary.json", force=force) as files:
+        return write_audit_files(files, data, results, final, extra=extra, top=top)
+
+
+def write_audit_files(files: OutputSet, data: AuditData, results: list[MethodResult], final: MethodResult, *,
+                      extra: Mapping[str, Any], top: int = 48) -> dict[str, Any]:  # fmt: skip
+    """Write the three files into an open :class:`OutputSet` (published when it closes); return the summary."""
+    _validate(data, [*results, final])
     order = ranking_order(final.scores)
     summary = build_summary(data, results, final, extra)
-    out.mkdir(parents=True, exist_ok=True)
     members = [] if any(r is final for r in results) else results  # final: an ensemble of ``results``
-    write_issues(out / "issues.csv", data, final, order, members=members)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(out / "report.html", render_html(data, results, final, summary, order[: max(0, top)]))
+    write_issues(files.path("issues.csv"), data, final, order, members=members)
+    atomic_write_text(files.path("summary.json"), json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(files.path("report.html"), render_html(data, results, final, summary, order[: max(0, top)]))
     return summary
 
 
@@ -104,14 +112,6 @@ def _check_labels(what: str, labels: np.ndarray, n: int, c: int) -> None:
         raise InputError(f"{what} have shape {array.shape}; expected ({n},)")
     if array.size and (array.min() < 0 or array.max() >= c):
         raise InputError(f"{what} must lie in [0, {c - 1}]; found {array.min()}..{array.max()}")
-
-
-def _check_output(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output folder {str(out)!r} is a file")
-    existing = [name for name in OUTPUT_FILES if (out / name).exists()]
-    if existing and not force:
-        raise InputError(f"output folder {str(out)!r} already holds {', '.join(existing)}; use --force to replace")
 
 
 # ---------------------------------------------------------------------------------------------- issues.csv
