@@ -196,6 +196,7 @@ def __getattr__(name: str) -> Any:
 PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
 GIVEN_CLASS = re.compile(r"Problem with given class_path '([^']+)'")
 TYPE_ERROR = re.compile(r"^Expected a (.+?)\. Got value: (.*)$")
+CALLABLE_ERROR = re.compile(r"^Type .+? expects a function or a callable class: (.+)\. Got value: (.*)$")
 UNKNOWN_CLASS = "Expected a dot import path string:"
 STRUCTURE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Problem with given class_path",
              "Expected a", "Type ")  # fmt: skip
@@ -240,6 +241,9 @@ def _innermost_error(lines: list[tuple[int, str]]) -> tuple[int, str] | None:
         match = TYPE_ERROR.match(text)
         if match:
             return i, f"expected {_type_name(match[1])}; got {match[2]!r}"
+        match = CALLABLE_ERROR.match(text)
+        if match and not PARSER_KEY.search(text):  # e.g. an optimizer class that does not exist
+            return i, f"{match[1]} (got {match[2]!r})"
     given = [i for i, (_, text) in enumerate(lines) if text.startswith("Given value:")]
     if not given:
         return None
@@ -264,7 +268,11 @@ def _union_detail(lines: list[tuple[int, str]], position: int) -> str:
 
 
 def _type_name(text: str) -> str:
-    """``<class 'int'>`` → ``int``, ``<class 'a.b.C'>`` → ``C``, ``NoneType`` → ``null``."""
+    """``<class 'int'>`` → ``int``, ``<class 'a.b.C'>`` → ``C``, ``NoneType`` → ``null``, ``Literal['a', 'b']`` →
+    ``one of a, b``."""
+    literal = re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", text)
+    if literal:
+        return "one of " + ", ".join(item.strip().strip("'\"") for item in literal[1].split(","))
     name = text.removeprefix("<class '").removesuffix("'>").rsplit(".", 1)[-1]
     return "null" if name == "NoneType" else name
 

@@ -119,7 +119,8 @@ def build_cli(given: list[str], args: list[str] | None) -> Any:
 def fit(cli: Any) -> None:
     """Check a checkpoint to resume from, fit, and print the summary table."""
     ckpt_path = cli.config.get("ckpt_path")
-    if ckpt_path is not None:  # before Lightning loads it, which fails with a state-dict diff or a size mismatch
+    named = ckpt_path in ("last", "best", "hpc") and not Path(ckpt_path).exists()  # Lightning finds these itself
+    if ckpt_path is not None and not named:  # before Lightning loads it: it fails with a state-dict diff
         cli.datamodule.setup("fit")
         check_resume(ckpt_path, cli.model, cli.datamodule)
     checkpoint = cli.trainer.checkpoint_callback

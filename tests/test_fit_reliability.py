@@ -113,6 +113,8 @@ BAD_INPUT: dict[str, tuple[list[str], list[str]]] = {
                     ["data.noise.exact", "SymmetricNoise", "bool", "'maybe'"]),
     "rate=abc": (["--data.init_args.noise.init_args.rate=abc"], ["data.noise.rate", "float", "'abc'"]),
     "batch_size=abc": (["--data.init_args.batch_size=abc"], ["data.batch_size", "DigitsDataModule", "'abc'"]),
+    "optimizer class unknown": (["--model.optimizer=torch.optim.Nope"], ["model.optimizer", "'torch.optim.Nope'"]),
+    "augment bogus": (["--data.init_args.augment=bogus"], ["data.augment", "one of default, none", "'bogus'"]),
     "learning rate abc": (["--model.optimizer.init_args.lr=abc"], ["model.optimizer.lr", "'abc'"]),
     "config missing": (["--config={LABELS}/nope.yaml"], ["nope.yaml", "neither a file nor a bundled config"]),
     "config not YAML": (["--config={LABELS}/broken.yaml"], ["broken.yaml", "line 3", "'model: [oops'"]),
