@@ -95,8 +95,10 @@ def main(args: list[str] | None = None) -> int:
             raise
         signal.signal(signal.SIGINT, sigint_handler)  # Lightning ignores further Ctrl-C while it shuts down
         return end_early(folder, cli, report_interrupt(cli.trainer, writer, given))
-    except KeyboardInterrupt:  # before fit: parsing, or reading the data
-        print("interrupted: before training started; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt:  # outside Lightning's fit: parsing, reading the data, the summary table
+        started = finished_epochs(cli) > 0
+        print("interrupted: " + ("after training; the run folder is complete" if started
+                                 else "before training started; nothing was kept"), file=sys.stderr)  # fmt: skip
         return end_early(folder, cli, INTERRUPTED)
     return 0
 
