@@ -80,16 +80,16 @@ class RunSummary(pl.Callback):
         record = noise_record(datamodule)
         atomic_write_text(folder / "noise.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Ctrl-C: write ``metrics.json`` of the epochs finished so far (``summary.interrupted`` is true)."""
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            self.write_metrics(trainer, pl_module, interrupted=True)
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        history = getattr(pl_module, "history", [])
-        self.summary = summarize_history(history)
-        self.summary["strategy"] = type(getattr(pl_module, "strategy", None)).__name__
-        self.summary["train_seconds"] = round(time.perf_counter() - self.started, 3)
-        folder = run_dir(trainer)
+        folder = self.write_metrics(trainer, pl_module)
         if folder is not None:
-            write_metrics_json(folder / "metrics.json", self.summary, history)
             strategy = getattr(pl_module, "strategy", None)
             diagnostics = strategy.diagnostics() if strategy is not None else {}
             if diagnostics:  # e.g. the histograms of a weighting strategy's weights, clean vs flipped
@@ -97,6 +97,20 @@ class RunSummary(pl.Callback):
             table = strategy.sample_table() if strategy is not None else {}
             if table:  # e.g. CRM's pair audit
                 atomic_write_text(folder / "issues.csv", issues_csv(table, getattr(trainer, "datamodule", None)))
+
+    def write_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, interrupted: bool = False
+                      ) -> Path | None:  # fmt: skip
+        """Summarise the module's history into :attr:`summary`, and write ``metrics.json``; return the run folder."""
+        history = getattr(pl_module, "history", [])
+        self.summary = summarize_history(history)
+        self.summary["strategy"] = type(getattr(pl_module, "strategy", None)).__name__
+        self.summary["train_seconds"] = round(time.perf_counter() - getattr(self, "started", time.perf_counter()), 3)
+        if interrupted:
+            self.summary["interrupted"] = True
+        folder = run_dir(trainer)
+        if folder is not None:
+            write_metrics_json(folder / "metrics.json", self.summary, history)
+        return folder
 
     def report(self, trainer: pl.Trainer) -> str:
         """The summary table (and where the run's files are), for printing after fit."""

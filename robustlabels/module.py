@@ -30,6 +30,39 @@ from robustlabels.types import Batch, TrainData
 EVAL_SPLITS = ("val", "test")  # validation dataloader 0 and 1
 
 
+def check_input_fits(nets: Networks, backbone: str, input_shape: Sequence[int]) -> None:
+    """One-line error when an image backbone cannot take the data's image size (a 5×5 kernel on a 2×2 map):
+    a forward pass of two blank images, in eval mode so no statistics change. Feature vectors always fit."""
+    if len(input_shape) != 3:
+        return
+    was_training = nets.training
+    nets.eval()
+    try:
+        with torch.no_grad():
+            nets(torch.zeros(2, *input_shape))
+    except (RuntimeError, ValueError, AssertionError) as err:  # timm asserts a fixed image size
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise InputError(f"backbone {backbone!r} cannot take the data's {'x'.join(map(str, input_shape))} inputs "
+                         f"(C x H x W): {reason}") from None  # fmt: skip
+    finally:
+        nets.train(was_training)
+
+
+def built(field: str, factory: Any, *args: Any) -> Any:
+    """``factory(*args)``, an optimizer or scheduler of the config, with its refusal of a value (torch's
+    ``Invalid learning rate: -0.1``) as an :class:`InputError` naming the config field and the class."""
+    try:
+        return factory(*args)
+    except ValueError as err:
+        raise InputError(f"`{field}` ({class_name(factory)}): {err}") from None
+
+
+def class_name(factory: Any) -> str:
+    """The class a config's callable builds: LightningCLI hands ``partial(instantiate, SGD, lr=...)``."""
+    classes = [arg for arg in getattr(factory, "args", ()) if isinstance(arg, type)]
+    return classes[0].__name__ if classes else getattr(factory, "__name__", type(factory).__name__)
+
+
 def as_list(value: Any) -> list[Any]:
     """Lightning's ``optimizers()`` / ``lr_schedulers()`` answer: ``None``, one object or a list → a list."""
     return value if isinstance(value, list) else [] if value is None else [value]
@@ -81,6 +114,7 @@ class RobustModule(pl.LightningModule):
         self.nets = Networks(backbone, count=self.strategy.num_networks, input_shape=input_shape,
                              num_classes=num_classes, backbone_kwargs=backbone_kwargs, channels_last=channels_last,
                              nested_dropout=nested_dropout)  # fmt: skip
+        check_input_fits(self.nets, backbone, input_shape)
         self.strategy.setup_networks(self.nets)
         self.automatic_optimization = not self.strategy.manual_optimization
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
@@ -99,7 +133,10 @@ class RobustModule(pl.LightningModule):
             return
         train = datamodule.datasets["train"]
         self.strategy.setup(TrainData(len(train), self.num_classes, train.inputs, train.targets))
+        batch_size = getattr(datamodule, "batch_size", None)
         for reg in self.regularizers:
+            if batch_size is not None:
+                reg.check_batch_size(batch_size * self.trainer.world_size)
             reg.setup(num_samples=len(train), num_classes=self.num_classes)
         if self.strategy.meta_stream is not None:
             if not hasattr(datamodule, "serve_meta_stream"):
@@ -213,14 +250,14 @@ class RobustModule(pl.LightningModule):
     # ---- optimisation and checkpoints ---------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         """The networks' optimizer (and scheduler), then the strategy's own optimizers (manual mode only)."""
-        optimizer = self.optimizer_factory(self.nets.parameters())
+        optimizer = built("model.optimizer", self.optimizer_factory, self.nets.parameters())
         own = self.strategy.optimizers()
         if own and self.automatic_optimization:
             raise InputError(f"strategy {type(self.strategy).__name__} has its own optimizers, which needs "
                              "manual_optimization = True")  # fmt: skip
         first: dict[str, Any] = {"optimizer": optimizer}
         if self.lr_scheduler_factory is not None:
-            first["lr_scheduler"] = self.lr_scheduler_factory(optimizer)
+            first["lr_scheduler"] = built("model.lr_scheduler", self.lr_scheduler_factory, optimizer)
         return [first, *({"optimizer": o} for o in own)]
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -244,6 +281,12 @@ class RobustModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["robustlabels_history"] = self.history
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        checkpoint["robustlabels"] = {  # what a resume must match, checked before loading (checkpoints.py)
+            "strategy": type(self.strategy).__name__,
+            "regularizers": [type(reg).__name__ for reg in self.regularizers],
+            "data": getattr(datamodule, "fingerprint", None),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("robustlabels_history", []))

@@ -14,6 +14,7 @@ Every data module follows the same recipe, written once here:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -171,6 +172,31 @@ def labels_sha256(labels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
 
 
+def inputs_sha256(inputs: np.ndarray, rows: int = 256) -> str:
+    """Hash of the inputs' shape, dtype and ``rows`` evenly spaced samples: the dataset's identity, cheaply (a
+    full hash of CIFAR-scale inputs would add seconds to every start)."""
+    picked = np.linspace(0, len(inputs) - 1, min(len(inputs), rows)).astype(np.int64)
+    digest = hashlib.sha256(f"{inputs.shape}{inputs.dtype}".encode())
+    digest.update(np.ascontiguousarray(inputs[picked]).tobytes())
+    return digest.hexdigest()
+
+
+# The fingerprint entries that decide whether a checkpoint's per-sample state fits this run's data; the other
+# entries only say what changed.
+DECISIVE_DATA = ("inputs sha256", "labels sha256", "noisy labels sha256", "training positions sha256")
+
+
+def describe_data_change(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """``None`` when two :meth:`NoisyLabelDataModule.fingerprint` records describe the same training data, else
+    what changed, e.g. ``noise rate 0.4 -> 0.2``."""
+    differ = [key for key in DECISIVE_DATA if key in saved and saved[key] != current.get(key)]  # older: fewer
+    if not differ:
+        return None
+    described = [key for key in saved if key in current and key not in DECISIVE_DATA]  # both sides known
+    changes = [f"{key} {saved[key]!r} -> {current[key]!r}" for key in described if saved[key] != current[key]]
+    return ", ".join(changes or [f"{key.removesuffix(' sha256')} differ" for key in differ])
+
+
 class NoisyLabelDataModule(pl.LightningDataModule):
     """Base data module: subclasses give ``num_classes``, ``input_shape`` and :meth:`load_split`.
 
@@ -211,6 +237,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         check_interval("val_fraction", val_fraction, low=0.0, high=1.0, closed="left")
         if batch_size < 1:
             raise InputError(f"`batch_size` must be >= 1; got {batch_size}")
+        if train_subset is not None and train_subset < 1:
+            raise InputError(f"`train_subset` must be >= 1 (or null for the whole split); got {train_subset}")
         self.noise, self.noise_seed, self.val_fraction = noise, noise_seed, val_fraction
         self.split_seed, self.clean_validation, self.train_subset = split_seed, clean_validation, train_subset
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
@@ -269,7 +297,9 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             frac = 1.0 - self.train_subset / len(train_pos)
             keep, _ = stratified_split(given[train_pos], frac, seed=self.split_seed + 1)
             train_pos = train_pos[keep]
+        self.check_classes(given[train_pos])
         self.train_positions = train_pos  # positions in the full training split
+        self.fingerprint = self.data_fingerprint(inputs, clean)
         x, x_test = to_tensor_inputs(inputs), to_tensor_inputs(test_inputs)
         y, y_clean = torch.from_numpy(given.astype(np.int64)), torch.from_numpy(clean.astype(np.int64))
         self.set_normalization(x[torch.from_numpy(train_pos)])
@@ -289,6 +319,45 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             raise InputError(f"{type(self).__name__} ships its own clean validation split: set val_fraction: 0 and "
                              f"clean_validation: true (got val_fraction {self.val_fraction!r}, clean_validation "
                              f"{self.clean_validation!r})")  # fmt: skip
+
+    def check_classes(self, train_labels: np.ndarray) -> None:
+        """One-line error when the training labels hold fewer than two classes: nothing to learn to tell apart."""
+        classes = np.unique(train_labels)
+        if len(classes) < 2:
+            found = f"only class {int(classes[0])}" if len(classes) else "no labels"
+            raise InputError(f"{type(self).__name__}: the training labels ({self.label_source()}) hold {found}; "
+                             "a classifier needs at least two classes")  # fmt: skip
+
+    def data_fingerprint(self, inputs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """What training depends on in the data (saved in checkpoints, compared on resume): the dataset's
+        identity, the noise and its draw, and the split. Hashes decide (:data:`DECISIVE_DATA`); the rest names
+        what changed."""
+        assert self.noisy is not None, "after apply_noise"
+        noise = self.noise if self.noise is not None else NoNoise()
+        record = {
+            "dataset": type(self).__name__,
+            "training samples": len(labels),
+            "noise": type(noise).__name__,
+            **{f"noise {key}": value for key, value in noise.params().items()},
+            "noise_seed": self.noise_seed,
+            "val_fraction": self.val_fraction,
+            "split_seed": self.split_seed,
+            "train_subset": self.train_subset,
+            "inputs sha256": inputs_sha256(inputs),
+            "labels sha256": labels_sha256(labels),
+            "noisy labels sha256": labels_sha256(self.noisy.noisy),
+            "training positions sha256": labels_sha256(self.train_positions),
+        }
+        # plain JSON types only: checkpoints are loaded with weights_only, which refuses numpy scalars
+        plain: dict[str, Any] = json.loads(json.dumps(record, default=lambda value: getattr(value, "tolist", str)()))
+        return plain
+
+    def label_source(self) -> str:
+        """Where the training labels come from, for messages: ``labels file 'x.npy'`` or the noise model."""
+        path = getattr(self.noise, "path", None)
+        if path is not None:
+            return f"labels file {str(path)!r}"
+        return repr(self.noise) if self.noise is not None else "as given by the dataset"
 
     def apply_noise(self, inputs: np.ndarray, clean: np.ndarray) -> NoisyLabels:
         """Draw the noisy training labels once (features for instance-dependent noise: raw inputs)."""
@@ -389,15 +458,19 @@ class NoisyLabelDataModule(pl.LightningDataModule):
 
     # ---- checkpoints: the noisy labels are part of the run ------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"noisy_labels_sha256": labels_sha256(self.noisy.noisy)} if self.noisy is not None else {}
+        if self.noisy is None:
+            return {}
+        return {"noisy_labels_sha256": labels_sha256(self.noisy.noisy), "fingerprint": self.fingerprint}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("noisy_labels_sha256")
-        if saved is not None and self.noisy is not None and saved != labels_sha256(self.noisy.noisy):
-            raise InputError(
-                "checkpoint was trained on different noisy labels (noisy_labels_sha256 differs); "
-                "use the run's saved noise (noise: {class_path: LabelsFile, ...}) or the same noise seed"
-            )
+        """Refuse a checkpoint of other training data (the fit CLI checks before loading; this is the backstop)."""
+        if self.noisy is None or "noisy_labels_sha256" not in state_dict:
+            return
+        saved = state_dict.get("fingerprint") or {"noisy labels sha256": state_dict["noisy_labels_sha256"]}
+        change = describe_data_change(saved, self.fingerprint)
+        if change is not None:
+            raise InputError(f"the checkpoint was trained on other data ({change}); resume with the data and noise "
+                             "it was trained on (its run folder's noisy_labels.npy, as noise: LabelsFile)")  # fmt: skip
 
 
 class FeatureDataModule(NoisyLabelDataModule):

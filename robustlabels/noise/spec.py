@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -52,6 +53,15 @@ def _check_bool(name: str, value: bool) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise InputError(f"`{name}` must be true or false; got {value!r}")
     return bool(value)
+
+
+def _check_readable(file: Path, *, what: str) -> None:
+    """Raise :class:`InputError` unless ``file`` is a non-empty regular file this process may read."""
+    problem = ("is a directory, not a file" if file.is_dir() else "is not a regular file" if not file.is_file()
+               else "is not readable (permission denied)" if not os.access(file, os.R_OK)
+               else "is empty (0 bytes)" if file.stat().st_size == 0 else None)  # fmt: skip
+    if problem is not None:
+        raise InputError(f"{what} {str(file)!r} {problem}")
 
 
 def _check_num_classes(model: NoiseModel, num_classes: int, required: int) -> None:
@@ -296,6 +306,7 @@ class LabelsFile(NoiseModel):
         file = check_file(self.path, what="labels file")
         if file.suffix.lower() not in LABEL_SUFFIXES:
             raise InputError(f"labels file {self.path!r} must end in .npy or .csv; got {file.suffix!r}")
+        _check_readable(file, what="labels file")
 
     def apply(
         self, labels: np.ndarray, *, num_classes: int, seed: int, features: np.ndarray | None = None

@@ -24,6 +24,10 @@ class Regularizer(nn.Module, ABC):
     def setup(self, *, num_samples: int, num_classes: int) -> None:
         """Allocate state that depends on the training-set size ``N`` and class count ``C``."""
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise :class:`~robustlabels.errors.InputError` when the term cannot work on batches of ``batch_size``
+        samples (the global batch under DDP)."""
+
     def on_train_epoch_start(self, epoch: int) -> None:
         """Advance epoch-level schedules (``epoch`` counts from 0)."""
 

@@ -135,7 +135,16 @@ class NeighborConsistency(Regularizer):
     def base_loss_scale(self) -> float:  # type: ignore[override]
         return 1.0 - self.weight if self.active else 1.0
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """The ``batch`` pool finds each sample's ``k`` neighbours among the other samples of its batch."""
+        if self.pool == "batch" and self.k >= batch_size:
+            raise InputError(f"NeighborConsistency `k` ({self.k}) must be smaller than the batch size ({batch_size}): "
+                             "with pool: batch the neighbours come from the sample's own batch")  # fmt: skip
+
     def setup(self, *, num_samples: int, num_classes: int) -> None:
+        if self.pool == "dataset" and self.k >= num_samples:
+            raise InputError(f"NeighborConsistency `k` ({self.k}) must be smaller than the {num_samples} training "
+                             "samples (pool: dataset)")  # fmt: skip
         self.num_samples, self.num_classes = num_samples, num_classes
         if self.pool == "dataset" and self.bank_probs.shape != (num_samples, num_classes):
             self.bank_probs = torch.zeros(num_samples, num_classes, device=self.bank_probs.device)
