@@ -39,3 +39,22 @@ def random_hflip(images: Tensor) -> Tensor:
     """Flip each ``(C, H, W)`` image left-right with probability 1/2."""
     flip = torch.rand(images.shape[0], device=images.device) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def center_crop(images: Tensor, size: int) -> Tensor:
+    """``(B, C, H, W)`` → ``(B, C, size, size)``, the central square (torchvision's ``CenterCrop(size)``)."""
+    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+def random_crop_to(images: Tensor, size: int) -> Tensor:
+    """``(B, C, H, W)`` → ``(B, C, size, size)`` at a random offset per sample, without padding (torchvision's
+    ``RandomCrop(size)`` on images larger than ``size``), batched."""
+    b, c, h, w = images.shape
+    top = torch.randint(0, h - size + 1, (b, 1), device=images.device)
+    left = torch.randint(0, w - size + 1, (b, 1), device=images.device)
+    rows = (top + torch.arange(size, device=images.device)).view(b, 1, size, 1)
+    cols = (left + torch.arange(size, device=images.device)).view(b, 1, 1, size)
+    batch = torch.arange(b, device=images.device).view(b, 1, 1, 1)
+    channels = torch.arange(c, device=images.device).view(1, -1, 1, 1)
+    return images[batch, channels, rows, cols]

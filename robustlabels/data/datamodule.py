@@ -290,15 +290,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         test_labels = test_true[0] if test_true else test_labels  # evaluate against true labels
         self.noisy = self.apply_noise(inputs, labels)  # synthetic noise on top of the given labels
         given = self.noisy.noisy
-        if self.has_validation_split():
-            self.check_given_validation()  # val_fraction is 0: the split below keeps every training sample
-        train_pos, val_pos = stratified_split(given, self.val_fraction, seed=self.split_seed)
-        if self.train_subset is not None and self.train_subset < len(train_pos):
-            frac = 1.0 - self.train_subset / len(train_pos)
-            keep, _ = stratified_split(given[train_pos], frac, seed=self.split_seed + 1)
-            train_pos = train_pos[keep]
+        train_pos, val_pos = self.carve_validation(given)
         self.check_classes(given[train_pos])
-        self.train_positions = train_pos  # positions in the full training split
         self.fingerprint = self.data_fingerprint(inputs, clean)
         x, x_test = to_tensor_inputs(inputs), to_tensor_inputs(test_inputs)
         y, y_clean = torch.from_numpy(given.astype(np.int64)), torch.from_numpy(clean.astype(np.int64))
@@ -312,6 +305,19 @@ class NoisyLabelDataModule(pl.LightningDataModule):
             "test": ArrayDataset(x_test, torch.from_numpy(test_labels.astype(np.int64)),
                                  torch.from_numpy(test_labels.astype(np.int64))),
         }  # fmt: skip
+
+    def carve_validation(self, given: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(train positions, validation positions)`` in the full training split, from its given labels ``(N,)``:
+        the seeded stratified validation split, then the stratified ``train_subset``; sets :attr:`train_positions`."""
+        if self.has_validation_split():
+            self.check_given_validation()  # val_fraction is 0: the split below keeps every training sample
+        train_pos, val_pos = stratified_split(given, self.val_fraction, seed=self.split_seed)
+        if self.train_subset is not None and self.train_subset < len(train_pos):
+            frac = 1.0 - self.train_subset / len(train_pos)
+            keep, _ = stratified_split(given[train_pos], frac, seed=self.split_seed + 1)
+            train_pos = train_pos[keep]
+        self.train_positions = train_pos  # positions in the full training split
+        return train_pos, val_pos
 
     def check_given_validation(self) -> None:
         """One-line error when the options ask to carve or noise a validation split the dataset ships itself."""
@@ -375,10 +381,14 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.mean, self.std = x.mean(1), x.std(1).clamp_min(1e-3)
 
     @property
-    def realized_noise_rate(self) -> float:
-        """Fraction of *training* samples whose given label differs from the true one."""
+    def realized_noise_rate(self) -> float | None:
+        """Fraction of *training* samples whose given label differs from the true one, among those whose true label
+        is known (``None`` when none is: real noise without ground truth)."""
         train = self.datasets["train"]
-        return float((train.targets != train.clean_targets).float().mean())
+        known = train.clean_targets >= 0
+        if not bool(known.any()):
+            return None
+        return float((train.targets[known] != train.clean_targets[known]).float().mean())
 
     # ---- what a strategy may ask for ---------------------------------------------------------------
     def serve_meta_stream(self, stream: MetaStream) -> None:
