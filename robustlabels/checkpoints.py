@@ -165,3 +165,12 @@ def resume_command(args: list[str], checkpoint: Path) -> str:
         elif not arg.startswith("--ckpt_path="):
             kept.append(arg)
     return shlex.join(["python", "-m", "robustlabels.fit", *kept, f"--ckpt_path={checkpoint}"])
+
+
+def resume_record(module: Any) -> dict[str, Any]:
+    """What a resume must match, saved in every checkpoint (``checkpoint["robustlabels"]``) and compared by
+    :func:`check_resume` before Lightning loads the weights: the strategy, the regularizers, the data fingerprint."""
+    datamodule = getattr(module._trainer, "datamodule", None)  # no trainer: a checkpoint saved by hand
+    return {"strategy": type(module.strategy).__name__,
+            "regularizers": [type(reg).__name__ for reg in module.regularizers],
+            "data": getattr(datamodule, "fingerprint", None)}  # fmt: skip

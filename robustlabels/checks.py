@@ -101,3 +101,18 @@ def human_bytes(nbytes: float) -> str:
     while value >= 1024 and unit < len(units) - 1:
         value, unit = value / 1024, unit + 1
     return f"{int(value)} B" if unit == 0 else f"{value:.1f} {units[unit]}"
+
+
+def built(field: str, factory: Any, *args: Any) -> Any:
+    """``factory(*args)``, an optimizer or scheduler of the config, with its refusal of a value (torch's
+    ``Invalid learning rate: -0.1``) as an :class:`InputError` naming the config field and the class."""
+    try:
+        return factory(*args)
+    except ValueError as err:
+        raise InputError(f"`{field}` ({class_name(factory)}): {err}") from None
+
+
+def class_name(factory: Any) -> str:
+    """The class a config's callable builds: LightningCLI hands ``partial(instantiate, SGD, lr=...)``."""
+    classes = [arg for arg in getattr(factory, "args", ()) if isinstance(arg, type)]
+    return classes[0].__name__ if classes else getattr(factory, "__name__", type(factory).__name__)

@@ -18,9 +18,11 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from robustlabels.callbacks import RunSummary
+from robustlabels.checkpoints import resume_record
+from robustlabels.checks import built
 from robustlabels.errors import InputError
 from robustlabels.metrics import EvalMetrics, training_row, training_sums
-from robustlabels.networks import Networks
+from robustlabels.networks import Networks, check_input_fits
 from robustlabels.nn.nested_dropout import NestedDropout, PrefixSelection
 from robustlabels.regularizers.base import Regularizer, Regularizers
 from robustlabels.strategies.base import EpochPlan, ManualStep, Strategy
@@ -28,39 +30,6 @@ from robustlabels.strategies.standard import CrossEntropy
 from robustlabels.types import Batch, TrainData
 
 EVAL_SPLITS = ("val", "test")  # validation dataloader 0 and 1
-
-
-def check_input_fits(nets: Networks, backbone: str, input_shape: Sequence[int]) -> None:
-    """One-line error when an image backbone cannot take the data's image size (a 5×5 kernel on a 2×2 map):
-    a forward pass of two blank images, in eval mode so no statistics change. Feature vectors always fit."""
-    if len(input_shape) != 3:
-        return
-    was_training = nets.training
-    nets.eval()
-    try:
-        with torch.no_grad():
-            nets(torch.zeros(2, *input_shape))
-    except (RuntimeError, ValueError, AssertionError) as err:  # timm asserts a fixed image size
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise InputError(f"backbone {backbone!r} cannot take the data's {'x'.join(map(str, input_shape))} inputs "
-                         f"(C x H x W): {reason}") from None  # fmt: skip
-    finally:
-        nets.train(was_training)
-
-
-def built(field: str, factory: Any, *args: Any) -> Any:
-    """``factory(*args)``, an optimizer or scheduler of the config, with its refusal of a value (torch's
-    ``Invalid learning rate: -0.1``) as an :class:`InputError` naming the config field and the class."""
-    try:
-        return factory(*args)
-    except ValueError as err:
-        raise InputError(f"`{field}` ({class_name(factory)}): {err}") from None
-
-
-def class_name(factory: Any) -> str:
-    """The class a config's callable builds: LightningCLI hands ``partial(instantiate, SGD, lr=...)``."""
-    classes = [arg for arg in getattr(factory, "args", ()) if isinstance(arg, type)]
-    return classes[0].__name__ if classes else getattr(factory, "__name__", type(factory).__name__)
 
 
 def as_list(value: Any) -> list[Any]:
@@ -134,10 +103,8 @@ class RobustModule(pl.LightningModule):
         train = datamodule.datasets["train"]
         self.strategy.setup(TrainData(len(train), self.num_classes, train.inputs, train.targets))
         batch_size = getattr(datamodule, "batch_size", None)
-        for reg in self.regularizers:
-            if batch_size is not None:
-                reg.check_batch_size(batch_size * self.trainer.world_size)
-            reg.setup(num_samples=len(train), num_classes=self.num_classes)
+        self.regularizers.setup(num_samples=len(train), num_classes=self.num_classes,
+                                batch_size=batch_size and batch_size * self.trainer.world_size)  # fmt: skip
         if self.strategy.meta_stream is not None:
             if not hasattr(datamodule, "serve_meta_stream"):
                 raise InputError(f"strategy {type(self.strategy).__name__} needs a meta batch each step, which "
@@ -281,12 +248,7 @@ class RobustModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["robustlabels_history"] = self.history
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        checkpoint["robustlabels"] = {  # what a resume must match, checked before loading (checkpoints.py)
-            "strategy": type(self.strategy).__name__,
-            "regularizers": [type(reg).__name__ for reg in self.regularizers],
-            "data": getattr(datamodule, "fingerprint", None),
-        }
+        checkpoint["robustlabels"] = resume_record(self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("robustlabels_history", []))

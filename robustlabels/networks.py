@@ -152,3 +152,21 @@ class Networks(nn.Module):
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
                 module.requires_grad_(False)
+
+
+def check_input_fits(nets: Networks, backbone: str, input_shape: Sequence[int]) -> None:
+    """One-line error when an image backbone cannot take the data's image size (a 5×5 kernel on a 2×2 map):
+    a forward pass of two blank images, in eval mode so no statistics change. Feature vectors always fit."""
+    if len(input_shape) != 3:
+        return
+    was_training = nets.training
+    nets.eval()
+    try:
+        with torch.no_grad():
+            nets(torch.zeros(2, *input_shape))
+    except (RuntimeError, ValueError, AssertionError) as err:  # timm asserts a fixed image size
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise InputError(f"backbone {backbone!r} cannot take the data's {'x'.join(map(str, input_shape))} inputs "
+                         f"(C x H x W): {reason}") from None  # fmt: skip
+    finally:
+        nets.train(was_training)

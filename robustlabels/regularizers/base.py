@@ -51,6 +51,13 @@ class Regularizers(nn.ModuleList):
     def __iter__(self) -> Iterator[Regularizer]:
         return super().__iter__()  # type: ignore[return-value]
 
+    def setup(self, *, num_samples: int, num_classes: int, batch_size: int | None) -> None:
+        """Check each regularizer against the (global) ``batch_size``, when known, then set it up."""
+        for reg in self:
+            if batch_size is not None:
+                reg.check_batch_size(batch_size)
+            reg.setup(num_samples=num_samples, num_classes=num_classes)
+
     def combine(self, strategy_loss: Tensor, batch: Batch, out: Forward) -> Tensor:
         """:func:`combine_losses` with these regularizers."""
         return combine_losses(strategy_loss, list(self), batch, out)
