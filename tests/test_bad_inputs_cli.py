@@ -355,6 +355,7 @@ SETTINGS_THE_DATA_CANNOT_MEET = {
     "audit-k-above-subsample": Case("audit", "--data {d}/x.npy --labels {d}/y.npy --method knn --k 28",
                                     ("--k 28", "27 examples")),
     "audit-text-views-on-features": Case("audit", f"{AUDIT} --text-views tfidf", ("--text-views",)),
+    "audit-encoder-without-images": Case("audit", f"{AUDIT} --encoder bogus", ("--encoder bogus", "none")),
 }
 
 OUTPUTS = {

@@ -403,9 +403,15 @@ def input_files(args: argparse.Namespace) -> tuple[Path, ...]:
 
 
 def check_method_needs(args: argparse.Namespace, data: AuditData, methods: list[str]) -> None:
-    """Refuse, before any training, settings these data cannot meet: labels of one class for a method that
-    compares classes, more folds than the largest class has examples, more neighbours than a subsample holds, a
-    ``--fit-config`` that does not load."""
+    """Refuse, before any training, settings these data cannot meet: an image encoder without images or with an
+    unknown name, labels of one class for a method that compares classes, more folds than the largest class has
+    examples, more neighbours than a subsample holds, a ``--fit-config`` that does not load."""
+    if args.encoder not in ("auto", "none"):
+        if data.images is None:
+            raise InputError(f"--encoder {args.encoder}: embeds images, and these data have none (drop the option)")
+        from robustlabels.features.image import resolve_encoder
+
+        resolve_encoder(args.encoder, args.encoder_weights)  # an unknown name or missing weights, before training
     if set(methods) & set(METHODS):
         given = f"--labels {split_label_spec(args.labels)[0]!r}" if args.labels else f"the labels of {data.source!r}"
         check_label_classes(data.labels, name=given)
