@@ -10,7 +10,7 @@ and the swapped pairs are written as ``OUT/pairs.jsonl`` (or ``OUT/pairs.npy`` f
 manifest has no timestamps, so the same inputs and seed give byte-identical files. Noise is data: train
 from the saved labels (``LabelsFile``) instead of regenerating them. ``T[i, j] = P(noisy=j | true=i)``.
 The files are written as one set that appears whole or not at all, even when the run is killed
-(:class:`robustlabels.io.OutputSet`). User errors print one ``error: ...`` line on stderr and exit with code 2;
+(:class:`robustlabels.output_set.OutputSet`). User errors print one ``error: ...`` line on stderr and exit with code 2;
 Ctrl-C prints one ``interrupted: ...`` line and exits with code 130.
 """
 
@@ -31,7 +31,6 @@ from robustlabels.checks import BYTES_PER_MATRIX_CELL, check_allocation, check_f
 from robustlabels.cli import error_line, report_error, report_interrupt
 from robustlabels.errors import InputError
 from robustlabels.io import (
-    OutputSet,
     atomic_save_npy,
     atomic_write_text,
     load_npy,
@@ -53,6 +52,7 @@ from robustlabels.noise import (
     SystematicAnnotatorNoise,
     flips_per_class,
 )
+from robustlabels.output_set import OutputSet
 
 NOISE_CHOICES = (
     "symmetric",

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # The training library and the core modules it builds on: none may import a tool or a command line.
 LOW_LAYERS = ("strategies", "regularizers", "nn", "data", "noise", "neighbors", "features", "module", "networks",
               "types", "registry", "errors", "schedules", "callbacks", "metrics", "memory", "distributed",
-              "io", "checks")  # fmt: skip
+              "io", "output_set", "checks")  # fmt: skip
 HIGH_LAYERS = ("audit", "experiments", "fit", "inject", "cli", "arguments")  # what uses it: tools and command lines
 ENTRY_POINTS = ("fit", "inject")  # `python -m ...` only: nothing imports them
 

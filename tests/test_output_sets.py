@@ -1,4 +1,4 @@
-"""Output sets (:class:`robustlabels.io.OutputSet`): inject's and audit's files appear whole or not at all.
+"""Output sets (:class:`robustlabels.output_set.OutputSet`): inject's and audit's files appear whole or not at all.
 
 A set is *whole* when its seal (``manifest.json``, ``summary.json``) stands beside members that all belong to it;
 the guarantee is that a seal never stands beside another set's members, and that a run killed after committing
@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 
 from robustlabels.errors import InputError
-from robustlabels.io import COMMITTED_PREFIX, LOCK_NAME, PARTIAL_PREFIX, OutputSet, sha256_of_array
+from robustlabels.io import sha256_of_array
+from robustlabels.output_set import COMMITTED_PREFIX, LOCK_NAME, PARTIAL_PREFIX, OutputSet
 
 MEMBERS = ("a.txt", "b.txt", "seal.json")
 STEPS = ("replace", "rename", "unlink", "rmdir")  # the file-system steps a fault is injected at

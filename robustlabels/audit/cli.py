@@ -10,8 +10,8 @@ Examples::
 
 Writes ``issues.csv``, ``summary.json`` and ``report.html`` (plus ``pred_probs.npy`` when confident learning
 computed out-of-sample probabilities) into ``--out`` as one set that appears whole or not at all
-(:class:`robustlabels.io.OutputSet`); refuses to overwrite them without ``--force``. Bad input gets one ``error:``
-line and exit code 2; Ctrl-C one ``interrupted:`` line and exit code 130.
+(:class:`robustlabels.output_set.OutputSet`); refuses to overwrite them without ``--force``. Bad input gets one
+``error:`` line and exit code 2; Ctrl-C one ``interrupted:`` line and exit code 130.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from robustlabels.checks import check_label_classes
 from robustlabels.cli import error_line, report_error, report_interrupt
 from robustlabels.data.readers import split_label_spec
 from robustlabels.errors import InputError
-from robustlabels.io import OutputSet
+from robustlabels.output_set import OutputSet
 
 METHODS = ("confident_learning", "knn", "dynamics")
 PAIR_METHODS = ("rank_consistency",)  # preference pairs only; part of ``all`` there

@@ -8,8 +8,8 @@
 
 Orientation, as everywhere in the audit: ``joint[i, j] = P(true = i, given = j)`` and
 ``transition[i, j] = P(given = j | true = i)``. The three files are written as one set
-(:class:`robustlabels.io.OutputSet`, sealed by ``summary.json``): they appear together or not at all, even if the
-run is killed; nothing but them is ever replaced.
+(:class:`robustlabels.output_set.OutputSet`, sealed by ``summary.json``): they appear together or not at all, even
+if the run is killed; nothing but them is ever replaced.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import numpy as np
 from robustlabels.audit.scoring import flag_metrics, precision_at_k, ranking_order
 from robustlabels.audit.types import AuditData, MethodResult
 from robustlabels.errors import InputError
-from robustlabels.io import OutputSet, atomic_open, atomic_write_text
+from robustlabels.io import atomic_open, atomic_write_text
+from robustlabels.output_set import OutputSet
 
 OUTPUT_FILES = ("issues.csv", "summary.json", "report.html")
 ISSUE_COLUMNS = ("index", "given_label", "given_name", "suggested_label", "suggested_name", "score", "flagged",
@@ -53,7 +54,7 @@ def write_audit(out_dir: str | Path, data: AuditData, results: list[MethodResult
 
     Args:
         out_dir: the output folder, created if missing. Other files in it are left alone. The three files appear
-            together or not at all (:class:`robustlabels.io.OutputSet`).
+            together or not at all (:class:`robustlabels.output_set.OutputSet`).
         data: the audited dataset (N examples, C classes).
         results: every method's result, each with ``(N,)`` scores, flags and suggestions.
         final: the result that ranks ``issues.csv`` and the report (often also in ``results``).
