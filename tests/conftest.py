@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,17 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("PL_DISABLE_FORK", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_raises() -> Iterator[None]:
+    """Python's own Ctrl-C handler for the Ctrl-C tests (they send SIGINT to this process), also when a shell
+    started the suite in the background: such a shell ignores SIGINT and the process inherits SIG_IGN."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture
