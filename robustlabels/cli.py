@@ -13,12 +13,13 @@ command lines (``inject``) can share the error formatting without paying for it.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import re
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from robustlabels.errors import InputError
 
@@ -149,6 +150,7 @@ def trainer_settings(config: Any) -> str:
 def _robust_cli_class() -> type:
     from pytorch_lightning import Trainer
     from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+    from pytorch_lightning.utilities import rank_zero_info
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     # Imported so configs can name classes without their module path (the torchgeo trick): jsonargparse
@@ -156,9 +158,30 @@ def _robust_cli_class() -> type:
     import robustlabels.noise
     import robustlabels.regularizers
     import robustlabels.strategies  # noqa: F401
+    from robustlabels.precision import AUTO, auto_precision
+
+    class RobustTrainer(Trainer):
+        """Lightning's Trainer, whose ``precision`` also takes ``auto`` (the default here; robustlabels.precision)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("precision", AUTO) == AUTO:
+                kwargs["precision"], reason = auto_precision(kwargs.get("accelerator", AUTO))
+                rank_zero_info(f"precision auto -> {kwargs['precision']} ({reason})")
+            super().__init__(*args, **kwargs)
+
+    # The parser reads the signature: Trainer's own, with `auto` added to precision's choices and as its default.
+    signature = inspect.signature(Trainer.__init__)
+    precision = signature.parameters["precision"]
+    RobustTrainer.__init__.__signature__ = signature.replace(parameters=[  # type: ignore[attr-defined]
+        precision.replace(annotation=precision.annotation | Literal["auto"], default=AUTO) if p is precision else p
+        for p in signature.parameters.values()])  # fmt: skip
 
     class RobustCLI(LightningCLI):
-        """LightningCLI with the data → model links, a ``--ckpt_path`` to resume from, and bundled configs."""
+        """LightningCLI with the data → model links, a ``--ckpt_path`` to resume from, bundled configs and
+        ``precision: auto``."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{"trainer_class": RobustTrainer, **kwargs})
 
         def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
             # argparse would take a typo such as `--trainer.max_epoch=3` for a prefix of `max_epochs`: a typo

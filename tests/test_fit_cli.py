@@ -138,3 +138,13 @@ def test_help_names_the_bundled_configs(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "name of a bundled one (quickstart, fashion_mnist/ce" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
+def test_every_config_runs_fast_dev_run_on_a_gpu_in_bf16(config: Path, tmp_path: Path) -> None:
+    args = ["--config", str(config), "--trainer.fast_dev_run=true", "--data.fake=true", "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.accelerator=gpu", "--trainer.precision=bf16-mixed", *FAST]  # fmt: skip
+    assert main(args) == 0

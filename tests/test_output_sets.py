@@ -388,7 +388,8 @@ def test_a_real_ctrl_c_to_inject_leaves_a_whole_set_and_no_traceback(tmp_path: P
     source, out = save_source(tmp_path / "clean.npy", 1_000_000), tmp_path / "out"
     assert run_inject(source, out, 1).wait(60) == 0
     run = run_inject(source, out, 2, "--force")
-    time.sleep(1.0)  # past the imports, into the work
+    while not appeared(out, f"{PARTIAL_PREFIX}*") and run.poll() is None:  # into the work (a fixed sleep was
+        time.sleep(0.001)  # not enough on a loaded CI machine: the signal came before Python's handler was set)
     run.send_signal(signal.SIGINT)
     code, err = run.wait(60), run.stderr.read() if run.stderr else ""
     assert (code, err) == (130, f"interrupted: nothing written to {out}\n") or (code == 0 and err == ""), err

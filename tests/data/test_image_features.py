@@ -146,3 +146,16 @@ def test_the_cache_lock_is_reentrant_within_a_process(tmp_path: Path) -> None:
     worker.join(timeout=60)
     assert not worker.is_alive(), "nested cache locks deadlocked"
     assert {p.suffix for p in tmp_path.iterdir()} == {".npy", ".npz"}  # both levels cached
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_gpu_path_gives_the_cpu_features(tmp_path: Path) -> None:
+    """On a GPU the resize runs there and batches are larger; the features must stay the CPU's (TF32 aside)."""
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    on_gpu = image.encode_images(images, resolution=64, cache_dir=tmp_path / "gpu")
+    spec = image.resolve_encoder()
+    with torch.inference_mode():
+        on_cpu = image.load_encoder(spec).cpu()(image.as_rgb_batch(images, 64, spec)).numpy()  # (cached: moved back)
+    cosine = (on_gpu * on_cpu).sum(1) / np.linalg.norm(on_gpu, axis=1) / np.linalg.norm(on_cpu, axis=1)
+    assert cosine.min() > 0.999, cosine.min()
