@@ -16,11 +16,15 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 
+def world_size() -> int:
+    """Processes in the default process group; 1 outside DDP."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def world() -> tuple[int, int]:
     """``(rank, world_size)`` of the default process group; ``(0, 1)`` outside DDP."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    size = world_size()
+    return (dist.get_rank() if size > 1 else 0), size
 
 
 def gather_rows(index: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -29,9 +33,9 @@ def gather_rows(index: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
     Batches may differ in size across ranks (the last batch), so each rank pads to the largest size and
     the padding is dropped after the gather. Outside DDP this returns its inputs unchanged.
     """
-    if world()[1] == 1:
+    if world_size() == 1:
         return index, rows
-    size = world()[1]
+    size = world_size()
     sizes = [torch.zeros(1, dtype=torch.long, device=index.device) for _ in range(size)]
     dist.all_gather(sizes, torch.tensor([len(index)], device=index.device))
     longest = int(max(s.item() for s in sizes))
@@ -74,14 +78,14 @@ def global_mean(values: Tensor) -> Tensor:
     Ranks may hold different batch sizes, so sums and counts are all-reduced, not the local means.
     """
     total = torch.stack([values.detach().double().sum(), values.new_tensor(len(values), dtype=torch.float64)])
-    if world()[1] > 1:
+    if world_size() > 1:
         dist.all_reduce(total)
     return total[0] / total[1]
 
 
 def broadcast_from_rank0(value: Tensor) -> Tensor:
     """Rank 0's ``value`` on every rank (same shape and dtype everywhere); the input itself outside DDP."""
-    if world()[1] > 1:
+    if world_size() > 1:
         value = value.clone()
         dist.broadcast(value, src=0)
     return value
@@ -89,7 +93,7 @@ def broadcast_from_rank0(value: Tensor) -> Tensor:
 
 def replicas_agree(value: Tensor) -> bool:
     """Whether every rank holds the same ``value`` (compared through a float64 checksum of its bytes' values)."""
-    if world()[1] == 1:
+    if world_size() == 1:
         return True
     flat = value.detach().double().flatten()
     weights = torch.arange(1, len(flat) + 1, dtype=torch.float64, device=flat.device)
@@ -126,11 +130,11 @@ def average_gradients(params: Sequence[Tensor]) -> None:
     """Average the ``.grad`` of ``params`` over the ranks in place (one all-reduce), for parameters that DDP
     does not see; nothing outside DDP."""
     grads = [p.grad for p in params if p.grad is not None]
-    if world()[1] == 1 or not grads:
+    if world_size() == 1 or not grads:
         return
     flat = torch.cat([g.flatten() for g in grads])
     dist.all_reduce(flat)
-    flat /= world()[1]
+    flat /= world_size()
     for grad, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
         grad.copy_(part.view_as(grad))
 

@@ -10,6 +10,7 @@ where the maths allows, with one process trained on the same global batches (:cl
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -370,6 +371,19 @@ def test_rank_affine_elr_keeps_only_its_rows_and_matches_one_process(ranks: list
         torch.testing.assert_close(shard[: len(owned)], full[owned], atol=1e-6, rtol=0)
         visited = torch.cat(epoch_positions(result["elr_sharded"], 0))
         assert bool((visited % WORLD == rank).all())
+
+
+def test_fit_command_line_runs_the_ddp_config_on_two_launched_nodes(tmp_path: Path) -> None:
+    """configs/ddp/elr.yaml through ``python -m robustlabels.fit``, launched as two nodes of one CPU device."""
+    command = [sys.executable, "-m", "robustlabels.fit", "--config", "ddp/elr", "--trainer.num_nodes=2",
+               "--trainer.devices=1", "--trainer.accelerator=cpu", "--trainer.max_epochs=1",
+               f"--trainer.default_root_dir={tmp_path / 'runs'}", "--data.init_args.drop_last=true"]  # fmt: skip
+    outputs = [p.stdout for p in launch(command, cwd=tmp_path)]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
+    folder = tmp_path / "runs" / "elr" / "version_0"
+    assert (folder / "checkpoints" / "last.ckpt").is_file() and not (tmp_path / "runs" / "elr" / "version_1").exists()
+    history = json.loads((folder / "metrics.json").read_text())["history"]
+    assert len(history) == 1 and history[0]["train/acc"] > 0.3  # the ranks' training sums reduced: one epoch
 
 
 if __name__ == "__main__":

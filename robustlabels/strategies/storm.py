@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustlabels.distributed import average_gradients, world
+from robustlabels.distributed import average_gradients, world_size
 from robustlabels.errors import InputError, check_choice
 from robustlabels.networks import Networks
 from robustlabels.nn.rescaler import ClassRescaler
@@ -156,7 +156,7 @@ class MetaLossRescaling(WeightingStrategy):
 
     # ---- one step -------------------------------------------------------------------------------------
     def manual_step(self, nets: Networks, batch: Batch, meta: Batch | None, ctx: ManualStep) -> StepResult:
-        if self.mode == "storm" and world()[1] > 1:
+        if self.mode == "storm" and world_size() > 1:
             raise InputError("MetaLossRescaling(mode='storm') adopts each rank's own virtual step, which DDP "
                              "cannot average; use mode='storm_mwstyle'")  # fmt: skip
         params = dict(nets.named_parameters())
@@ -211,7 +211,7 @@ class MetaLossRescaling(WeightingStrategy):
         (optimizer,) = ctx.own_optimizers
         optimizer.zero_grad()
         omega = list(self.rescaler.parameters())
-        if world()[1] > 1:  # DDP does not see Ω (ddp_exempt): a backward through it would wait for θ's gradients
+        if world_size() > 1:  # DDP does not see Ω (ddp_exempt): a backward through it would wait for θ's gradients
             meta_losses.sum().backward(inputs=omega)
             average_gradients(omega)  # one Ω on every rank
         else:
