@@ -256,7 +256,7 @@ def test_global_batches_are_the_union_of_the_ranks_batches_and_cover_the_epoch(r
         union = torch.cat([torch.cat(steps) for steps in zip(*per_rank, strict=True)])
         assert len(union) == N + 1 and len(set(union.tolist())) == N  # padded by one repeat
         repeat = union[-1]  # the repeat lies in the last global batch, with its original
-        assert int((union[-BATCH * WORLD :] == repeat).sum()) == 2 if len(union) % (BATCH * WORLD) else True
+        assert int((union[-(len(union) % (BATCH * WORLD)) :] == repeat).sum()) == 2
 
 
 @pytest.mark.parametrize("scenario, build, key", [("elr", elr_model, "targets"),
