@@ -72,6 +72,7 @@ class RunSummary(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = time.perf_counter()
         folder, datamodule = run_dir(trainer), getattr(trainer, "datamodule", None)
+        self.folder = folder  # trainer.log_dir is a collective under DDP: asked here, on every rank, once
         if folder is None or not trainer.is_global_zero or getattr(datamodule, "noisy", None) is None:
             return
         folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ class RunSummary(pl.Callback):
         self.summary["train_seconds"] = round(time.perf_counter() - getattr(self, "started", time.perf_counter()), 3)
         if interrupted:
             self.summary["interrupted"] = True
-        folder = run_dir(trainer)
+        folder = self.folder if hasattr(self, "folder") else run_dir(trainer)
         if folder is not None:
             write_metrics_json(folder / "metrics.json", self.summary, history)
         return folder
@@ -116,7 +117,7 @@ class RunSummary(pl.Callback):
         """The summary table (and where the run's files are), for printing after fit."""
         assert self.summary is not None, "report() comes after fit"
         text = format_summary(self.summary, title=f"robustlabels: {self.summary['strategy']}")
-        folder = run_dir(trainer)
+        folder = self.folder if hasattr(self, "folder") else run_dir(trainer)
         return text + (f"\nmetrics.json, noisy labels and checkpoints: {folder}" if folder else "")
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from robustlabels.callbacks import RunSummary
 from robustlabels.checkpoints import resume_record
 from robustlabels.checks import built
+from robustlabels.distributed import ddp_exempt_names
 from robustlabels.errors import InputError
 from robustlabels.metrics import EvalMetrics, training_row, training_sums
 from robustlabels.networks import Networks, check_input_fits
@@ -101,6 +102,8 @@ class RobustModule(pl.LightningModule):
         if stage != "fit" or datamodule is None:
             return
         train = datamodule.datasets["train"]
+        # DDP would broadcast rank 0's per-sample buffers every step; they are kept right by gathers instead
+        self._ddp_params_and_buffers_to_ignore = ddp_exempt_names(self)
         self.strategy.setup(TrainData(len(train), self.num_classes, train.inputs, train.targets))
         batch_size = getattr(datamodule, "batch_size", None)
         self.regularizers.setup(num_samples=len(train), num_classes=self.num_classes,

@@ -20,11 +20,14 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import yaml
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch import Tensor
 
 from robustlabels.cli import config_file, packaged_config
 from robustlabels.data.datamodule import NoisyLabelDataModule, to_tensor_inputs
-from robustlabels.distributed import gather_rows
+from robustlabels.distributed import gather_unique_rows
 from robustlabels.errors import InputError
+from robustlabels.io import atomic_save_npy
 from robustlabels.types import Batch
 
 PORTABLE_DATA_KEYS = ("batch_size", "eval_batch_size", "augment", "num_workers")
@@ -179,6 +182,52 @@ def predict(
     return torch.cat(probs).numpy(), torch.cat(feats).numpy()
 
 
+class ProbabilityPass(pl.LightningModule):
+    """The prediction pass of a fitted module for ``trainer.predict``: ``(index (B,), probs (B, C))`` per batch.
+
+    Under DDP Lightning hands ``predict`` an unrepeated sampler (every batch to exactly one rank, per-rank counts
+    off by at most one), so with :class:`ProbabilityShards` every training index is written exactly once; the
+    gathered outputs of ``validate`` or ``test`` would repeat samples instead (scale.md §3.2).
+    """
+
+    def __init__(self, module: pl.LightningModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> tuple[Tensor, Tensor]:
+        return batch.index, F.softmax(self.module.nets(batch.inputs).mean_logits().float(), dim=1)
+
+
+class ProbabilityShards(BasePredictionWriter):
+    """Writes each rank's predictions as ``index_rank{r}.npy (R,)`` and ``probs_rank{r}.npy (R, C)`` in ``folder``
+    (atomically) at the end of ``predict``; :func:`read_probability_shards` joins them by index."""
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(write_interval="epoch")
+        self.folder = Path(folder)
+
+    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: Any, predictions: Sequence[Any],
+                           batch_indices: Sequence[Any]) -> None:  # fmt: skip
+        index = torch.cat([i for i, _ in predictions]).cpu().numpy()
+        probs = torch.cat([p for _, p in predictions]).cpu().numpy()
+        atomic_save_npy(self.folder / f"index_rank{trainer.global_rank}.npy", index)
+        atomic_save_npy(self.folder / f"probs_rank{trainer.global_rank}.npy", probs)
+
+
+def read_probability_shards(folder: str | Path, num_samples: int) -> np.ndarray:
+    """``(N, C)`` probabilities from :class:`ProbabilityShards`'s files; refuses a missing or repeated index."""
+    folder = Path(folder)
+    index = np.concatenate([np.load(f) for f in sorted(folder.glob("index_rank*.npy"))])
+    probs = np.concatenate([np.load(f) for f in sorted(folder.glob("probs_rank*.npy"))])
+    counts = np.bincount(index, minlength=num_samples)
+    if len(counts) != num_samples or not np.all(counts == 1):
+        raise InputError(f"prediction shards in {str(folder)!r}: {int(np.sum(counts == 0))} indices missing, "
+                         f"{int(np.sum(counts > 1))} repeated (of {num_samples})")  # fmt: skip
+    out = np.empty_like(probs)
+    out[index] = probs
+    return out
+
+
 class HeldOutAtBestEpoch(pl.Callback):
     """Predictions on ``heldout_rows`` from the epoch whose accuracy on ``val_rows`` against their **given** labels
     is highest: early stopping with no clean label. Under class-conditional noise the accuracy on noisy labels
@@ -234,7 +283,7 @@ class TrainingDynamics(pl.Callback):
         late = float(trainer.current_epoch >= self.warmup_epochs)
         probs = F.softmax(logits, dim=1) * late
         rows = torch.cat([torch.ones_like(loss).view(-1, 1), (given - others).view(-1, 1), loss.view(-1, 1), probs], 1)
-        index, rows = gather_rows(batch.index, rows)
+        index, rows = gather_unique_rows(batch.index, rows)  # a sample DDP repeats is one visit
         self.sums.index_add_(0, index.cpu(), rows.double().cpu())
         self.late_visits.index_add_(0, index.cpu(), torch.full((len(index),), late, dtype=torch.float64))
 

@@ -22,9 +22,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from robustlabels.data.augment import normalize, random_crop, random_hflip
+from robustlabels.distributed import owned_positions, owned_rows, rank_positions
 from robustlabels.errors import InputError, check_interval
 from robustlabels.noise import NoiseModel, NoisyLabels, NoNoise
 from robustlabels.types import Batch, MetaStream
@@ -60,6 +61,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self.orders: dict[int, list[int]] = {}  # epoch -> positions, set by a strategy's EpochPlan
         self.started = -1  # the epoch whose batches are being drawn
+        self.skip: dict[int, int] = {}  # epoch -> batches already trained (a mid-epoch resume)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -74,22 +76,64 @@ class EpochBatchSampler(Sampler[list[int]]):
                              f"got shape {tuple(order.shape)}")  # fmt: skip
         self.orders = {epoch: order.tolist()}
 
+    def epoch_order(self) -> list[int]:
+        """The positions this epoch visits, in order (all ranks' under DDP)."""
+        if self.epoch in self.orders:
+            return self.orders[self.epoch]
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            return torch.randperm(self.size, generator=gen).tolist()
+        return list(range(self.size))
+
+    def positions(self) -> list[int]:
+        """The positions this sampler's batches hold this epoch, in order."""
+        order = self.epoch_order()
+        return order[: len(self) * self.batch_size] if self.drop_last else order
+
     def __iter__(self) -> Iterator[list[int]]:
         self.started = self.epoch
-        if self.epoch in self.orders:
-            order = self.orders[self.epoch]
-        elif self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.size, generator=gen).tolist()
-        else:
-            order = list(range(self.size))
-        stop = len(self) * self.batch_size if self.drop_last else self.size
-        for start in range(0, stop, self.batch_size):
-            yield order[start : start + self.batch_size]
+        positions = self.positions()
+        # a mid-epoch resume continues after the batches its checkpoint had trained on (the datamodule's state)
+        first = self.skip.pop(self.epoch, 0) * self.batch_size
+        for start in range(first, len(positions), self.batch_size):
+            yield positions[start : start + self.batch_size]
 
     def __len__(self) -> int:
-        full, rest = divmod(self.size, self.batch_size)
+        full, rest = divmod(self.num_positions(), self.batch_size)
         return full if (self.drop_last or rest == 0) else full + 1
+
+    def num_positions(self) -> int:
+        """How many positions an epoch visits before ``drop_last`` drops a short batch."""
+        return self.size
+
+
+class DistributedEpochBatchSampler(EpochBatchSampler, DistributedSampler):
+    """This rank's share of :class:`EpochBatchSampler`'s epoch: the union of the ranks' ``j``-th batches is the
+    ``j``-th batch of ``B·W`` a single process would see (:func:`robustlabels.distributed.rank_positions`), or,
+    ``rank_affine``, each rank visits only the positions it owns (:func:`~robustlabels.distributed.owned_positions`).
+
+    A ``DistributedSampler`` only so that Lightning does not wrap it: its ``DistributedSamplerWrapper`` would deal
+    whole batches to ranks and shuffle them again, breaking a curriculum order and the global batches.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False,
+                 rank: int, world_size: int, rank_affine: bool = False) -> None:  # fmt: skip
+        EpochBatchSampler.__init__(self, size, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.rank, self.num_replicas, self.rank_affine = rank, world_size, rank_affine
+
+    def positions(self) -> list[int]:
+        order = self.epoch_order()
+        if self.rank_affine:
+            return owned_positions(order, rank=self.rank, world_size=self.num_replicas, size=self.size)
+        return rank_positions(order, batch_size=self.batch_size, rank=self.rank, world_size=self.num_replicas,
+                              drop_last=self.drop_last)  # fmt: skip
+
+    def num_positions(self) -> int:
+        if self.rank_affine:
+            return owned_rows(self.size, self.num_replicas)
+        step = self.batch_size * self.num_replicas
+        total = self.size // step * step if self.drop_last else self.size
+        return -(-total // self.num_replicas)
 
 
 class MetaBatchSampler(Sampler[list[int]]):
@@ -210,6 +254,9 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         train_subset: keep only this many training samples (stratified), for fast suites.
         batch_size: training batch size; ``eval_batch_size`` for validation and test.
         augment: ``default`` (the dataset's usual), ``none``, ``crop`` or ``crop_flip``.
+        drop_last: drop the last, incomplete training batch (under DDP: the incomplete global batch).
+        rank_affine: under DDP, each rank visits only the training samples it owns (``index % W == rank``), for
+            per-sample state sharded over ranks (``ELR(shard_rows=True)``; docs/distributed.md).
         fake: replace the real data by a few random samples of the right shape (tests, dry runs).
     """
 
@@ -231,6 +278,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1024,
         num_workers: int = 0,
         augment: Augment = "default",
+        drop_last: bool = False,
+        rank_affine: bool = False,
         fake: bool = False,
     ) -> None:
         super().__init__()
@@ -243,7 +292,8 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         self.split_seed, self.clean_validation, self.train_subset = split_seed, clean_validation, train_subset
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.augment = self.default_augment if augment == "default" else augment
-        self.fake = fake
+        self.fake, self.drop_last, self.rank_affine = fake, drop_last, rank_affine
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches trained): a mid-epoch checkpoint's
         self.noisy: NoisyLabels | None = None
         self.datasets: dict[str, ArrayDataset] = {}
         self.meta_stream: MetaStream | None = None
@@ -421,19 +471,37 @@ class NoisyLabelDataModule(pl.LightningDataModule):
         sampler = EpochBatchSampler(len(dataset), size, shuffle=shuffle, seed=self.split_seed)
         return self._wrap(dataset, sampler)
 
+    def _train_sampler(self) -> EpochBatchSampler:
+        """The training batches: this rank's share of every global batch under DDP (docs/distributed.md)."""
+        trainer, size = self.trainer, len(self.datasets["train"])
+        world_size = trainer.world_size if trainer is not None else 1
+        if world_size == 1:
+            sampler = EpochBatchSampler(size, self.batch_size, shuffle=True, seed=self.split_seed,
+                                        drop_last=self.drop_last)  # fmt: skip
+        else:
+            sampler = DistributedEpochBatchSampler(size, self.batch_size, shuffle=True, seed=self.split_seed,
+                                                   drop_last=self.drop_last, rank=trainer.global_rank,
+                                                   world_size=world_size, rank_affine=self.rank_affine)  # fmt: skip
+        if self.resume_at is not None:
+            sampler.skip = {self.resume_at[0]: self.resume_at[1]}
+            self.resume_at = None
+        return sampler
+
     def _wrap(self, dataset: ArrayDataset, sampler: Sampler[list[int]]) -> DataLoader[Batch]:
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader[Batch] | dict[str, DataLoader[Batch]]:
-        train = self._loader("train", shuffle=True)
+        train = self._wrap(self.datasets["train"], self._train_sampler())
         if self.meta_stream is None:
             return train
         source = self.datasets["train"]
         if self.meta_stream.trusted:  # the true labels of the designated clean subset are its targets
             source = ArrayDataset(source.inputs, source.clean_targets, source.clean_targets)
         size = min(self.meta_stream.batch_size, len(self.meta_pool))  # a small pool is served whole each step
-        sampler = MetaBatchSampler(self.meta_pool, size, num_batches=len(train),
+        # under DDP Lightning deals the meta batches out to the ranks: W times as many, one per rank and step
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        sampler = MetaBatchSampler(self.meta_pool, size, num_batches=len(train) * world_size,
                                    seed=self.split_seed)  # fmt: skip
         return {"train": train, "meta": self._wrap(source, sampler)}
 
@@ -470,10 +538,17 @@ class NoisyLabelDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         if self.noisy is None:
             return {}
-        return {"noisy_labels_sha256": labels_sha256(self.noisy.noisy), "fingerprint": self.fingerprint}
+        state = {"noisy_labels_sha256": labels_sha256(self.noisy.noisy), "fingerprint": self.fingerprint}
+        trainer = self.trainer
+        if trainer is not None and trainer.training:  # where in the epoch: a mid-epoch resume continues there
+            state["train_batches_done"] = [trainer.current_epoch,
+                                           trainer.fit_loop.epoch_loop.batch_progress.current.processed]  # fmt: skip
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Refuse a checkpoint of other training data (the fit CLI checks before loading; this is the backstop)."""
+        if "train_batches_done" in state_dict:
+            self.resume_at = tuple(state_dict["train_batches_done"])  # type: ignore[assignment]
         if self.noisy is None or "noisy_labels_sha256" not in state_dict:
             return
         saved = state_dict.get("fingerprint") or {"noisy labels sha256": state_dict["noisy_labels_sha256"]}

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustlabels.distributed import gather_rows
+from robustlabels.distributed import gather_unique_rows
 from robustlabels.errors import InputError, check_interval
 from robustlabels.neighbors.policy import choose_index
 from robustlabels.neighbors.torch_ivf import parse_ivf
@@ -92,6 +92,8 @@ class NeighborConsistency(Regularizer):
 
     bank_features: Tensor
     bank_probs: Tensor
+
+    ddp_exempt = ("bank_features", "bank_probs", "bank_neighbors", "bank_similarities")  # replicated by gathers
 
     def __init__(
         self,
@@ -182,7 +184,7 @@ class NeighborConsistency(Regularizer):
         if self.bank_features.shape[1] != v.shape[1]:
             self.bank_features = torch.zeros(self.num_samples, v.shape[1], device=v.device)
         probs = F.softmax(logits.detach().float() / self.temperature, dim=1)
-        rows_index, rows = gather_rows(index, torch.cat([v, probs], dim=1))
+        rows_index, rows = gather_unique_rows(index, torch.cat([v, probs], dim=1))
         self.bank_features.index_copy_(0, rows_index, rows[:, : v.shape[1]])
         self.bank_probs.index_copy_(0, rows_index, rows[:, v.shape[1] :])
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustlabels.distributed import global_mean
 from robustlabels.errors import InputError, check_interval
 from robustlabels.strategies.base import STRATEGIES, Strategy
 from robustlabels.strategies.standard import masked_mean
@@ -90,7 +91,8 @@ class AdaptiveK(Strategy):
         losses = per_sample_ce(out, batch)
         if not self.adaptive:
             return StepResult(losses.mean(), {"keep_frac": 1.0})
-        batch_mean = losses.detach().mean().to(self.m.dtype)
+        # under DDP every rank takes the moment step on the global batch's mean: one shared threshold
+        batch_mean = global_mean(losses).to(self.m)
         m, v, threshold = adaptive_threshold(self.m, self.v, batch_mean, beta1=self.beta1, beta2=self.beta2,
                                              eps=self.eps)  # fmt: skip
         self.m.copy_(m)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
+from robustlabels.distributed import broadcast_from_rank0
 from robustlabels.errors import InputError, check_interval
 from robustlabels.strategies.base import STRATEGIES, Strategy
 from robustlabels.types import Batch, Forward, StepResult, TrainData
@@ -137,7 +138,8 @@ class CoTeaching(Strategy):
             return
         rate = estimate_forget_rate(data.inputs.cpu().numpy(), data.targets.cpu().numpy(),
                                     num_classes=data.num_classes, max_samples=self.estimate_samples)  # fmt: skip
-        self.estimated_forget_rate.fill_(min(rate, 0.99))
+        # rank 0's estimate for every rank (a BLAS or scikit-learn build may round differently on each machine)
+        self.estimated_forget_rate.copy_(broadcast_from_rank0(torch.tensor(min(rate, 0.99), dtype=torch.float64)))
         rank_zero_info(f"CoTeaching: forget_rate estimated by confident learning: {self.prior:.4f}")
 
     def on_train_epoch_start(self, epoch: int) -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
+from robustlabels.distributed import broadcast_from_rank0, first_occurrence, gather_rows, gather_unique_rows
 from robustlabels.errors import InputError, check_choice, check_interval
 from robustlabels.strategies.base import STRATEGIES, EpochPlan, Strategy
 from robustlabels.strategies.co_teaching import kept_clean_fraction
@@ -121,6 +122,7 @@ class CollaborativeRewardFilter(Strategy):
 
     num_networks = 2
     shared_nested_k = False
+    ddp_exempt = ("margins", "kept", "seen")  # replicated: every rank applies every rank's records
     margins: Tensor
     kept: Tensor
     seen: Tensor
@@ -188,12 +190,13 @@ class CollaborativeRewardFilter(Strategy):
         if epoch == 0 or self.curriculum == "none":  # epoch 0: a warm-up in the seeded random order
             return None
         buckets = self.num_buckets if self.curriculum == "buckets" else 1
-        return EpochPlan(sample_order=curriculum_order(self.margins.mean(0).cpu(), buckets=buckets, seed=epoch))
+        order = curriculum_order(self.margins.mean(0).cpu(), buckets=buckets, seed=epoch)
+        return EpochPlan(sample_order=broadcast_from_rank0(order))  # one order for all ranks, rank 0's
 
     def compute_loss(self, batch: Batch, out: Forward) -> StepResult:
         targets, index = batch.targets, batch.index
         margin_a, margin_b = (label_margin(z.detach(), targets) for z in out.logits)
-        self.margins[:, index] = torch.stack([margin_a, margin_b]).to(self.margins)
+        self.record(index, torch.stack([margin_a, margin_b], dim=1))
         size = len(targets)
         half_a = torch.arange(size, device=targets.device)
         half_b = half_a
@@ -208,9 +211,7 @@ class CollaborativeRewardFilter(Strategy):
             for_b = half_b[top_margin(reviewer_of_b[half_b], self.ratio)]
         # separate parameters, selections made on detached margins: one backward gives each model its own loss
         loss = selected_loss(out.logits[0], targets, for_a) + selected_loss(out.logits[1], targets, for_b)
-        self.seen.index_add_(0, index.to(self.seen.device), torch.ones(size, device=self.seen.device))
-        for kept in (for_a, for_b):
-            self.kept.index_add_(0, index[kept].to(self.kept.device), torch.ones(len(kept), device=self.kept.device))
+        self.record_kept(index[for_a], index[for_b])
         logs: dict[str, Tensor | float] = {"keep_ratio": self.ratio}
         if self._clean_known is None:  # one host sync per epoch
             self._clean_known = bool((batch.clean_targets >= 0).any())
@@ -219,6 +220,24 @@ class CollaborativeRewardFilter(Strategy):
         if self.noise_rate == "estimate":
             logs["noise_rate_estimate"] = self.prior
         return StepResult(loss, logs)
+
+    @torch.no_grad()
+    def record(self, index: Tensor, margins: Tensor) -> None:
+        """Store the batch's ``margins (B, 2)`` and count a visit of each sample, every rank's (DDP)."""
+        index, margins = gather_unique_rows(index, margins.to(self.margins))
+        index = index.to(self.margins.device)
+        self.margins[:, index] = margins.T
+        self.seen.index_add_(0, index, torch.ones(len(index), device=self.seen.device))
+
+    @torch.no_grad()
+    def record_kept(self, by_a: Tensor, by_b: Tensor) -> None:
+        """Count the pairs each model trains on, every rank's (DDP); a pair the sampler repeated counts once."""
+        both = torch.cat([by_a, by_b])
+        model = torch.cat([torch.zeros_like(by_a), torch.ones_like(by_b)])
+        both, model = gather_rows(both, model)
+        keys = both * 2 + model
+        kept = both[first_occurrence(keys)].to(self.kept.device)
+        self.kept.index_add_(0, kept, torch.ones(len(kept), device=self.kept.device))
 
     def sample_table(self) -> dict[str, Tensor]:
         """Per training pair: ``suspicion`` = minus the two models' mean last margin (higher: more likely swapped;

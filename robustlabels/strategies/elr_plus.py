@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlabels.distributed import gather_rows
+from robustlabels.distributed import gather_unique_rows
 from robustlabels.errors import InputError, check_interval
 from robustlabels.networks import Networks
 from robustlabels.nn.ema import ema_decay, sigmoid_rampup, update_average, weight_average
@@ -102,6 +102,7 @@ class ELRPlus(Strategy):
 
     num_networks = 2
     targets: Tensor
+    ddp_exempt = ("targets",)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "cifar10_sym": {"momentum": 0.7, "weight": 3.0},
@@ -196,7 +197,7 @@ class ELRPlus(Strategy):
             with torch.no_grad():  # peer's average -> this network's targets
                 peer_probs = F.softmax(averages[1 - a].float(), dim=1)
                 rows = elr_target_update(self.targets[a].index_select(0, batch.index), peer_probs, self.momentum)
-                index_all, rows_all = gather_rows(batch.index, rows)
+                index_all, rows_all = gather_unique_rows(batch.index, rows)
                 self.targets[a].index_copy_(0, index_all, rows_all)
                 elr_targets, soft_targets = mix(rows, lam, perm), mix(onehot, lam, perm)
                 if self.reweight_labels:

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustlabels.distributed import average_gradients, world_size
 from robustlabels.errors import InputError, check_choice
 from robustlabels.networks import Networks
 from robustlabels.nn.rescaler import ClassRescaler
@@ -76,6 +76,8 @@ class MetaLossRescaling(WeightingStrategy):
     """
 
     manual_optimization = True
+
+    ddp_exempt = ("rescaler",)  # under DDP its gradient is averaged by hand (meta_update): DDP sees one backward
 
     def __init__(
         self,
@@ -154,7 +156,7 @@ class MetaLossRescaling(WeightingStrategy):
 
     # ---- one step -------------------------------------------------------------------------------------
     def manual_step(self, nets: Networks, batch: Batch, meta: Batch | None, ctx: ManualStep) -> StepResult:
-        if self.mode == "storm" and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if self.mode == "storm" and world_size() > 1:
             raise InputError("MetaLossRescaling(mode='storm') adopts each rank's own virtual step, which DDP "
                              "cannot average; use mode='storm_mwstyle'")  # fmt: skip
         params = dict(nets.named_parameters())
@@ -208,7 +210,12 @@ class MetaLossRescaling(WeightingStrategy):
         meta_losses = meta_losses * weights
         (optimizer,) = ctx.own_optimizers
         optimizer.zero_grad()
-        ctx.backward(meta_losses.sum(), inputs=list(self.rescaler.parameters()))  # ω only: no work for θ
+        omega = list(self.rescaler.parameters())
+        if world_size() > 1:  # DDP does not see Ω (ddp_exempt): a backward through it would wait for θ's gradients
+            meta_losses.sum().backward(inputs=omega)
+            average_gradients(omega)  # one Ω on every rank
+        else:
+            ctx.backward(meta_losses.sum(), inputs=omega)  # ω only: no work for θ
         optimizer.step()
 
     @torch.no_grad()

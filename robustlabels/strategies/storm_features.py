@@ -96,6 +96,8 @@ class FeatureMemory(nn.Module):
     rows: Tensor
     counts: Tensor
 
+    ddp_exempt = ("rows", "counts")  # under DDP each rank remembers its own batches (docs/distributed.md)
+
     def __init__(self, num_groups: int, capacity: int) -> None:
         super().__init__()
         self.register_buffer("rows", torch.zeros(num_groups, capacity, 5, dtype=torch.float64))
