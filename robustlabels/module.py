@@ -102,8 +102,7 @@ class RobustModule(pl.LightningModule):
         if stage != "fit" or datamodule is None:
             return
         train = datamodule.datasets["train"]
-        # DDP would broadcast rank 0's per-sample buffers every step; they are kept right by gathers instead
-        self._ddp_params_and_buffers_to_ignore = ddp_exempt_names(self)
+        self._ddp_params_and_buffers_to_ignore = ddp_exempt_names(self)  # per-sample state: kept right by gathers
         self.strategy.setup(TrainData(len(train), self.num_classes, train.inputs, train.targets))
         batch_size = getattr(datamodule, "batch_size", None)
         self.regularizers.setup(num_samples=len(train), num_classes=self.num_classes,
@@ -178,8 +177,7 @@ class RobustModule(pl.LightningModule):
         row = training_row(sums.tolist(), self.current_epoch)
         row.update({f"train/{key}": value for key, value in self.strategy.on_train_epoch_end().items()})
         noise_rate = getattr(getattr(self.trainer, "datamodule", None), "realized_noise_rate", None)
-        if noise_rate is not None:
-            row["train/noise_rate"] = noise_rate
+        row.update({} if noise_rate is None else {"train/noise_rate": noise_rate})
         self.log_dict({k: v for k, v in row.items() if k != "epoch" and k != "train/loss"})
         if self._validated_epoch == self.current_epoch:
             row.update({k: float(v) for k, v in self.trainer.callback_metrics.items() if k[:4] in ("val/", "test")})
@@ -195,9 +193,8 @@ class RobustModule(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
-        nested = self.nets.nested_dropout
         fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
-        self._selection = PrefixSelection(nested) if nested is not None and fitting else None
+        self._selection = PrefixSelection(self.nets.nested_dropout) if self.nets.nested_dropout and fitting else None
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
