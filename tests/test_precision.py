@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,15 +55,29 @@ def trainer_precision(tmp_path: Path, *extra: str) -> str:
     return str(build_cli(args, args).trainer.precision)
 
 
-def test_the_fit_cli_resolves_auto_by_default_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO):
+@contextmanager
+def lightning_info() -> Iterator[list[str]]:
+    """The INFO messages of Lightning's rank-zero logger (caplog misses them once Lightning stops propagation)."""
+    logger, messages = logging.getLogger("pytorch_lightning.utilities.rank_zero"), []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    level, logger.level = logger.level, logging.INFO
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_the_fit_cli_resolves_auto_by_default_and_says_so(tmp_path: Path) -> None:
+    with lightning_info() as messages:
         precision = trainer_precision(tmp_path)
     chosen, reason = auto_precision("auto")
-    assert precision == chosen and f"precision auto -> {chosen} ({reason})" in caplog.text
+    assert precision == chosen and f"precision auto -> {chosen} ({reason})" in messages
 
 
-def test_an_explicit_precision_is_kept_and_not_announced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO):
+def test_an_explicit_precision_is_kept_and_not_announced(tmp_path: Path) -> None:
+    with lightning_info() as messages:
         precision = trainer_precision(tmp_path, "--trainer.precision=bf16-mixed", "--trainer.accelerator=cpu")
-    assert precision == "bf16-mixed"
-    assert "precision auto" not in caplog.text
+    assert precision == "bf16-mixed" and not [m for m in messages if "precision auto" in m] and messages
