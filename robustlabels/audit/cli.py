@@ -80,8 +80,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="text", choices=("text", "json"), help="what to print at the end")
     p.add_argument("--seed", type=seed, default=0, help="seeds the folds, the training and the subsamples (0)")
     p.add_argument("--threads", type=positive_integer, help="CPU threads for training and neighbour search")
-    p.add_argument("--executor", default="local", choices=("local", "ray"), help="local (default): this process; "
-                   "ray: knn or confident_learning over sharded .npy inputs on Ray (the ray extra; docs/scale.md)")
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="local (default): this process; ray: knn or confident_learning over sharded .npy inputs on "
+                        "Ray (the ray extra; docs/scale.md)")  # fmt: skip
     cl = p.add_argument_group("confident_learning")
     cl.add_argument("--folds", type=integer(2), default=5, help="K of the stratified K-fold, at least 2 (default 5)")
     cl.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTER_BY)

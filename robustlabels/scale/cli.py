@@ -85,9 +85,8 @@ def _shards(path: str, args: argparse.Namespace, what: str, cpus: int) -> list[A
 
 def run(args: argparse.Namespace, method: str, work: Path) -> tuple[Any, np.ndarray]:
     """Run ``method`` on Ray; return the :class:`~robustlabels.scale.executor.ShardedResult` and the labels."""
-    from robustlabels.scale import executor
-
     from robustlabels.noise.sample import validate_labels
+    from robustlabels.scale import executor
     from robustlabels.scale.shards import columns
 
     labels = read_labels(args.labels)
@@ -132,8 +131,8 @@ def write_outputs(files: OutputSet, result: Any, labels: np.ndarray, clean: np.n
     noise = float(1 - np.trace(result.joint)) if result.joint is not None else float(flagged.mean())
     summary: dict[str, Any] = {
         "num_examples": n, "num_flagged": int(flagged.sum()), "noise_rate": noise, "executor": "ray",
-        "method": result.method, "params": result.params, "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        "peak_rss_mb": result.peak_rss_mb, **extra,
+        "method": result.method, "params": result.params, "peak_rss_mb": result.peak_rss_mb,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()}, **extra,
     }  # fmt: skip
     if result.joint is not None:
         summary["joint"] = np.round(result.joint, 6).tolist()
@@ -160,8 +159,9 @@ def main(args: argparse.Namespace, argv: list[str] | None) -> int:
                 if clean is not None and len(clean) != len(labels):
                     raise InputError(f"--clean-labels has {len(clean)} entries, --labels {len(labels)}")
                 command = shlex.join([sys.executable, "-m", "robustlabels.audit", *(argv or sys.argv[1:])])
-                summary = write_outputs(files, result, labels, clean, args.top,
-                                        {"command": command, "out": str(args.out), "total_seconds": round(time.perf_counter() - start, 3)})
+                extra = {"command": command, "out": str(args.out),
+                         "total_seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
+                summary = write_outputs(files, result, labels, clean, args.top, extra)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     except (InputError, OSError) as err:

@@ -118,8 +118,8 @@ def score_pass(labels: Any, probs: Any, thresholds: Thresholds, *, batch_rows: i
     quality = np.empty(n, dtype=np.float64)
     argmax_is_given = np.empty(n, dtype=bool)
     suggested = np.empty(n, dtype=np.int64)
-    for (start, stop), (batch_labels, batch_probs) in zip(row_blocks(n, batch_rows),
-                                                          _batches(labels, probs, batch_rows), strict=True):  # fmt: skip
+    blocks = zip(row_blocks(n, batch_rows), _batches(labels, probs, batch_rows), strict=True)
+    for (start, stop), (batch_labels, batch_probs) in blocks:
         quality[start:stop] = inspector.score_label_quality(batch_labels, batch_probs)
         suggested[start:stop] = batch_probs.argmax(1)
         # cleanlab's final filter (count._reduce_issues), per batch instead of on a copy of all probabilities.

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from robustlabels.errors import InputError
-from robustlabels.scale import confident, knn, simifeat
 from robustlabels.io import load_npy
+from robustlabels.scale import confident, knn
 from robustlabels.scale.shards import Shard, list_shards, save_npy, total_rows
 
 TASK_RETRIES = 3  # a task whose worker dies is run again (its output file is replaced, not duplicated)
@@ -131,9 +131,7 @@ def embed_shards(shards: list[Shard], out_dir: str | Path, model: Callable[[], C
             giving embeddings, or a classifier giving probabilities).
         workers: actors in the pool (Ray Data's ``ActorPoolStrategy(size=workers)``).
     """
-    ray = start_ray()
-    import ray.data
-
+    ray = start_ray()  # imports ray.data too
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = [{**asdict(s), "number": i} for i, s in enumerate(shards)]
@@ -231,6 +229,8 @@ def knn_graph(shards: list[Shard], work: str | Path, width: int, *, index: str =
 # ---------------------------------------------------------------------------------------------------- SimiFeat
 def _votes_task(shard: Shard, lists: dict[str, str], labels: np.ndarray, packed: np.ndarray, k: int, num_classes: int,
                 out: str) -> tuple[dict[str, str], np.ndarray, tuple]:  # fmt: skip
+    from robustlabels.scale import simifeat  # imports torch (through HOC): only in the workers that vote
+
     sims, idx = np.load(lists["sims"]), np.load(lists["idx"])
     n = len(labels)
 
@@ -254,6 +254,7 @@ def simifeat_on_ray(shards: list[Shard], labels: np.ndarray, work: str | Path, *
     :func:`robustlabels.audit.simifeat.simifeat` given the same neighbour lists (exact with ``index="flat"``)."""
     from robustlabels.audit.hoc import STEPS, hoc_estimate
     from robustlabels.audit.simifeat import default_search_k
+    from robustlabels.scale import simifeat
 
     ray = start_ray()
     simifeat.check_classes(num_classes)
@@ -313,7 +314,8 @@ def _mapped(shard: Shard) -> np.ndarray:
 
 def confident_on_ray(shards: list[Shard], labels: np.ndarray, work: str | Path, *, num_classes: int) -> ShardedResult:
     """cleanlab's low-memory confident learning over sharded probabilities on Ray (two passes; see
-    :mod:`robustlabels.scale.confident`); equal to :func:`~robustlabels.scale.confident.confident_learning_out_of_core`."""
+    :mod:`robustlabels.scale.confident`); equal to
+    :func:`~robustlabels.scale.confident.confident_learning_out_of_core`."""
     ray = start_ray()
     n = total_rows(shards)
     if len(labels) != n:

@@ -91,7 +91,6 @@ def columns(shards: list[Shard]) -> int:
     return int(load_npy(shards[0].path, what="shard", mmap=True).shape[1])
 
 
-
 def write_npy_blocks(path: str | Path, blocks: Iterable[np.ndarray], *, shape: tuple[int, ...], dtype: str) -> Path:
     """Write ``.npy`` ``path`` atomically from row blocks (in order) without holding the whole array.
 
