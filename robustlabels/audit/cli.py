@@ -80,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="text", choices=("text", "json"), help="what to print at the end")
     p.add_argument("--seed", type=seed, default=0, help="seeds the folds, the training and the subsamples (0)")
     p.add_argument("--threads", type=positive_integer, help="CPU threads for training and neighbour search")
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="local (default): this process; ray: knn or confident_learning over sharded .npy inputs on "
+                        "Ray (the ray extra; docs/scale.md)")  # fmt: skip
     cl = p.add_argument_group("confident_learning")
     cl.add_argument("--folds", type=integer(2), default=5, help="K of the stratified K-fold, at least 2 (default 5)")
     cl.add_argument("--filter-by", default="prune_by_noise_rate", choices=FILTER_BY)
@@ -118,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
     rank = p.add_argument_group("rank_consistency (preference pairs whose responses recur)")
     rank.add_argument("--graph-folds", type=integer(2), default=10, help="K of the cross-fitting (default 10)")
     rank.add_argument("--l2", type=positive_number, default=3.0, help="L2 prior on the response scores (default 3)")
+    from robustlabels.scale.cli import add_arguments
+
+    add_arguments(p)
     return p
 
 
@@ -504,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except InputError as err:
         return report_error(error_line(err))
+    if args.executor == "ray":
+        from robustlabels.scale.cli import main as main_on_ray
+
+        return main_on_ray(args, argv)
     with interrupts_noted() as interrupts:
         try:
             parse_methods(args.method, pairs=True)  # the names, before reading any data
