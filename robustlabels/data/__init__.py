@@ -7,6 +7,7 @@ from robustlabels.data.datamodule import NoisyLabelDataModule
 from robustlabels.data.encoded import ImageFeaturesDataModule
 from robustlabels.data.images import (
     CIFAR10DataModule,
+    CIFAR100DataModule,
     DigitsDataModule,
     FashionMNISTDataModule,
     MNISTDataModule,
@@ -27,6 +28,7 @@ __all__ = [
     "BlobsDataModule",
     "CIFAR10DataModule",
     "CIFAR10NDataModule",
+    "CIFAR100DataModule",
     "CIFAR100NDataModule",
     "Clothing1MDataModule",
     "DigitsDataModule",

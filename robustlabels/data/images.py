@@ -1,4 +1,4 @@
-"""Image data modules over the dataset catalog: digits, MNIST, Fashion-MNIST, CIFAR-10."""
+"""Image data modules over the dataset catalog: digits, MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100."""
 
 from __future__ import annotations
 
@@ -81,4 +81,12 @@ class CIFAR10DataModule(CatalogDataModule):
     """CIFAR-10 from ``cifar-10-batches-py`` or the JPEG npz; random crop (pad 4) + flip by default."""
 
     dataset_name, num_classes, input_shape = "cifar10", 10, (3, 32, 32)
+    default_augment: Augment = "crop_flip"
+
+
+class CIFAR100DataModule(CatalogDataModule):
+    """CIFAR-100 (the 100 fine labels) from ``cifar-100-python``, for synthetic noise as in ELR's and MW-Net's
+    CIFAR-100 tables; random crop (pad 4) + flip by default. Human labels: :class:`CIFAR100NDataModule`."""
+
+    dataset_name, num_classes, input_shape = "cifar100", 100, (3, 32, 32)
     default_augment: Augment = "crop_flip"

@@ -123,15 +123,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def format_accuracy(values: Sequence[float], *, expected: int, paper: float | None = None) -> str:
-    """``"58.2 ± 1.3"`` in % from fractions, ``(n=k)`` when fewer seeds than expected, ``(paper X)``."""
+def format_accuracy(values: Sequence[float], *, expected: int, paper: float | None = None,
+                    tolerance: float | None = None) -> str:  # fmt: skip
+    """``"58.2 ± 1.3"`` in % from fractions, ``(n=k)`` when fewer seeds than expected, ``(paper X)``; with the
+    paper's ``tolerance`` (points) also our mean's gap to it and whether it is within: ``(paper X; Δ -1.2 ≤ 2)``."""
     if not values:
-        text = "—"
-    else:
-        mean, std = mean_std([100.0 * v for v in values])
-        text = f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
-        text += f" (n={len(values)})" if len(values) < expected else ""
-    return text + (f" (paper {paper:g})" if paper is not None else "")
+        return "—" + (f" (paper {paper:g})" if paper is not None else "")
+    mean, std = mean_std([100.0 * v for v in values])
+    text = f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
+    text += f" (n={len(values)})" if len(values) < expected else ""
+    if paper is None:
+        return text
+    gap = mean - paper
+    within = f"; Δ {gap:+.1f} {'≤' if abs(gap) <= tolerance else '>'} {tolerance:g}" if tolerance is not None else ""
+    return f"{text} (paper {paper:g}{within})"
 
 
 def _values(results: Sequence[CellResult], cell_filter: dict[str, Any], key: str) -> list[float]:
@@ -160,7 +165,8 @@ def accuracy_table(suite: Suite, dataset: str, results: Sequence[CellResult], ke
             values = _values(results, {"dataset": dataset, "setting": setting.label, "strategy": strategy}, key)
             reported = key == suite.datasets[dataset].result_key  # the paper's number goes beside ours there
             paper = suite.paper_number(dataset, setting, strategy) if reported else None
-            row.append(format_accuracy(values, expected=len(suite.seeds), paper=paper.value if paper else None))
+            row.append(format_accuracy(values, expected=len(suite.seeds), paper=paper.value if paper else None,
+                                       tolerance=paper.tolerance if paper else None))  # fmt: skip
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -230,6 +236,9 @@ def notes_section(suite: Suite) -> list[str]:
         what = ("the published final test accuracy" if not _declares_protocols(suite)
                 else "the published number, in the dataset's metric and selection,")  # fmt: skip
         lines.append(f"- `(paper X)`: {what} for that setting" + (f" ({'; '.join(sources)})." if sources else "."))
+    if any(n.tolerance is not None for n in suite.paper):
+        lines.append("- `Δ d ≤ t` (or `> t`): our mean minus the paper's number, in points, within (or beyond) the "
+                     "gap t the suite still counts as a reproduction.")  # fmt: skip
     return [*lines, ""]
 
 

@@ -18,7 +18,8 @@ A **suite** (a YAML file; the shipped ones are ``robustlabels/experiments/suites
     strategies:
       cross_entropy: {overrides: {model: {strategy: {class_path: CrossEntropy}}}}
     paper:                                    # optional reference numbers, in %
-      - {dataset: digits, noise: symmetric, rate: 0.4, strategy: cross_entropy, value: 60.0, source: "..."}
+      - {dataset: digits, noise: symmetric, rate: 0.4, strategy: cross_entropy, value: 60.0, source: "...",
+         tolerance: 2.0}                      # optional: the gap, in points, still counted as a reproduction
 
 Top-level keys starting with ``x-`` are ignored: they hold YAML anchors that settings reuse (``<<: *name``).
 **Strategy keys are registry names**: a registered strategy (``cross_entropy``, ``trimmed_loss``, ...) or
@@ -33,8 +34,10 @@ by the same metric (``selection: best_val``, the STORM protocol); :attr:`Dataset
 ``metrics.json`` summary. A ``paper`` entry gives the published number as ``value``, in that metric and selection;
 ``final_test_acc`` (the older key) is the same for a dataset that keeps the defaults, and is refused otherwise.
 A dataset's ``requires`` lists what must exist for its cells to run: ``dataset:<catalog name>`` (both splits found
-where :mod:`robustlabels.data.catalog` looks) or a file path (relative to the repository root). Where one is missing
-the dataset is skipped with one line naming what to provide (:func:`missing_data`), and the report says so.
+where :mod:`robustlabels.data.catalog` looks), ``dataset:<folder>`` of a file-based data module (``clothing1m``,
+``animal10n``, ``webvision``: :func:`missing_dataset`) or a file path (relative to the repository root). Where one is
+missing the dataset is skipped with one line naming what to provide (:func:`missing_data`), and the report says so;
+``--data-fake`` runs need no files, so they skip nothing.
 ``noise`` and ``rate`` name a setting (its folder ``<noise>-<rate>`` and its row in the report); the noise
 itself comes from the setting's ``overrides``. A **cell** is dataset × setting × strategy × seed; how its
 config is merged from these layers is in :mod:`robustlabels.experiments.configs`, and how it runs in
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,7 +64,7 @@ NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 SUITE_KEYS = {"seeds", "datasets", "strategies", "paper", "trainer", "noise_seed", "seed_sets_split"}
 DATASET_KEYS = {"config", "overrides", "settings", "strategy_overrides", "metric", "selection", "requires"}
 SETTING_KEYS = {"noise", "rate", "overrides", "strategy_overrides", "strategies"}
-PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "value", "final_test_acc", "source"}
+PAPER_KEYS = {"dataset", "noise", "rate", "strategy", "value", "final_test_acc", "source", "tolerance"}
 PAPER_VALUE_KEYS = ("value", "final_test_acc")  # exactly one; final_test_acc: the older name, default datasets only
 METRICS = ("accuracy", "f1")  # f1: of class 1, binary tasks
 SELECTIONS = ("final", "best_val")
@@ -162,6 +166,7 @@ class PaperNumber:
     value: float
     source: str = ""
     given_as: str = "value"  # the suite file's key: value, or the older final_test_acc
+    tolerance: float | None = None  # points of |ours - value| still counted as a reproduction
 
     @property
     def final_test_acc(self) -> float:
@@ -380,17 +385,52 @@ def _requires(value: Any, where: str) -> tuple[str, ...]:
 
 def missing_data(spec: DatasetSpec) -> str | None:
     """Why ``spec``'s cells cannot run on this machine (one line naming each missing requirement), or ``None``."""
-    from robustlabels.data.catalog import locate
-
     missing = []
     for need in spec.requires:
         kind, _, name = need.partition(":")
         if kind == "dataset" and name:
-            found = (locate(name, split) for split in ("train", "test"))
-            missing += [str(err) for err in found if isinstance(err, InputError)][:1]  # one line per dataset
+            missing += [why] if (why := missing_dataset(name)) else []
         elif not (repo_root() / need).exists():
             missing.append(f"file {need!r} not found (relative to {repo_root()})")
     return f"dataset {spec.name!r} skipped: {'; '.join(missing)}" if missing else None
+
+
+def missing_dataset(name: str) -> str | None:
+    """Why the dataset ``name`` is not on this machine (one line saying what to provide), or ``None``.
+
+    ``name`` is a catalog name (both splits found where :mod:`robustlabels.data.catalog` looks) or the folder name of
+    a file-based data module (``clothing1m``, ``animal10n``, ``webvision``, ...: its folder found where the module
+    looks, ``$ROBUSTLABELS_DATA/<name>`` or ``data/<name>`` under the checkout the cells run in).
+    """
+    from robustlabels.data.catalog import DATASETS, locate
+    from robustlabels.data.lazy import DATA_ENV_VAR
+
+    if name in DATASETS:
+        found = (locate(name, split) for split in ("train", "test"))
+        return next((str(err) for err in found if isinstance(err, InputError)), None)
+    modules = file_based_data_modules()
+    if name not in modules:
+        raise InputError(f"`requires` names an unknown dataset {name!r}; known: {', '.join((*DATASETS, *modules))}")
+    env = os.environ.get(DATA_ENV_VAR)
+    places = ([Path(env).expanduser() / name] if env else []) + [repo_root() / "data" / name]
+    if any(place.is_dir() for place in places):
+        return None
+    module = modules[name]  # the module's own words (LazyImageDataModule.resolve_root), the cells' working directory
+    return (f"{module.title}: no copy found (searched {', '.join(map(str, places))}); {module.source}, "
+            f"and put it in data/{name}")  # fmt: skip
+
+
+def file_based_data_modules() -> dict[str, Any]:
+    """``data_name`` -> the first file-based data module (:class:`~robustlabels.data.lazy.LazyImageDataModule`)
+    reading that folder, e.g. ``clothing1m`` -> ``Clothing1MDataModule``."""
+    import robustlabels.data as data
+    from robustlabels.data.lazy import LazyImageDataModule
+
+    modules: dict[str, Any] = {}
+    for module in (getattr(data, name) for name in data.__all__):
+        if isinstance(module, type) and issubclass(module, LazyImageDataModule):
+            modules.setdefault(module.data_name, module)
+    return modules
 
 
 def _choice(value: Any, choices: Sequence[str], where: str) -> str:
@@ -421,7 +461,7 @@ def _parse_setting(where: str, entry: Any, strategies: dict[str, Any]) -> Settin
 def _parse_paper(index: int, entry: Any) -> PaperNumber:
     where = f"paper[{index}]"
     entry = _mapping(entry, where)
-    _check_keys(entry, PAPER_KEYS, PAPER_KEYS - {"source", *PAPER_VALUE_KEYS}, where)
+    _check_keys(entry, PAPER_KEYS, PAPER_KEYS - {"source", "tolerance", *PAPER_VALUE_KEYS}, where)
     given = [key for key in PAPER_VALUE_KEYS if key in entry]
     if len(given) != 1:
         raise InputError(f"`{where}` needs exactly one of {' or '.join(PAPER_VALUE_KEYS)}; got "
@@ -437,7 +477,16 @@ def _parse_paper(index: int, entry: Any) -> PaperNumber:
         value=value,
         source=str(entry.get("source", "")),
         given_as=given[0],
+        tolerance=_tolerance(entry.get("tolerance"), f"{where}.tolerance"),
     )
+
+
+def _tolerance(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if _number(value, where) < 0:
+        raise InputError(f"`{where}` is a gap in points, >= 0; got {value!r}")
+    return float(value)
 
 
 def _check_paper(suite: Suite) -> None:

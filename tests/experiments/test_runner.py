@@ -184,7 +184,9 @@ def test_shipped_suites_and_their_configs_are_package_data(tmp_path: Path, monke
         for dataset, spec in suite.datasets.items():
             assert base_config_path(suite, dataset) == package_path(spec.config)
         assert all(build_config(suite, cell) for cell in grid(suite, seeds=suite.seeds[:1]))
-    with pytest.raises(InputError, match="known suites: cifar-n-cpu, cifar10-gpu, cpu, pairs-cpu, smoke, storm-spam"):
+    known = ("animal10n-gpu, cifar-n-cpu, cifar10-gpu, cifar100-gpu, cifar10n-gpu, clothing1m-gpu, cpu, pairs-cpu, "
+             "smoke, storm-spam, webvision-mini-gpu")
+    with pytest.raises(InputError, match=f"known suites: {known}"):
         load_suite("nope")
 
 
