@@ -6,6 +6,13 @@
 C-contiguous input reaches FAISS without a copy; cosine normalises into one copy (or in place with
 ``copy=False``, or when converting the input already copied).
 
+Exact ``"Flat"`` search is ``faiss.knn`` over that one buffer, called on blocks of queries. FAISS scores each
+call's queries in tiles of ``distance_compute_blas_query_bs`` (4,096) queries x ``database_bs`` (1,024) points,
+one ``sgemm`` and one heap update per tile, so blocks larger than 4,096 queries only enlarge the result
+buffers. :func:`flat_block_size` picks the largest block whose scratch (the ``(block, 1024)`` score tile and the
+block's results) stays within half the points' bytes, so that with the normalised copy the peak stays below
+2x the features (``docs/benchmarks.md``, "Exact all-vs-all").
+
 faiss is imported lazily, after :func:`robustlabels.neighbors._blas.configure_openblas` has had its chance to
 pick OpenBLAS's kernel.
 """
@@ -24,6 +31,9 @@ from robustlabels.neighbors.policy import choose_index, default_nprobe
 
 DEFAULT_BLOCK_SIZE = 16_384
 TRAIN_POINTS_PER_CENTROID = 64
+FLAT_BLOCKS = (4096, 2048, 1024, 512)  # queries per faiss.knn call for exact search, largest first
+SCRATCH_SHARE = 0.5  # of the points' bytes that the exact search's per-block scratch may take
+K_HINT = 16  # neighbours per query assumed when sizing blocks (results: float32 + int64 each)
 
 
 def import_faiss() -> Any:
@@ -54,6 +64,22 @@ def _reason(err: Exception) -> str:
     lines = str(err).strip().splitlines()
     line = lines[-1].rpartition("Error: ")[2].strip() if lines else ""
     return line[:200] or "rejected by faiss"
+
+
+def flat_block_size(ntotal: int, dim: int, *, database_bs: int = 1024, blas_threshold: int = 128_000) -> int:
+    """Queries per ``faiss.knn`` call of an exact search over ``ntotal`` x ``dim`` float32 points.
+
+    The largest of :data:`FLAT_BLOCKS` whose scratch, ``block x (database_bs`` scores ``+ K_HINT`` results``)``,
+    fits in :data:`SCRATCH_SHARE` of the points' bytes, but never below FAISS's BLAS threshold
+    (``block x dim >= blas_threshold``, under which FAISS scores pair by pair without BLAS, several times
+    slower): when no block fits, the smallest block above the threshold; when none is above it (``dim`` < 32),
+    the largest.
+    """
+    budget = SCRATCH_SHARE * 4 * ntotal * dim
+    per_query = 4 * database_bs + 12 * K_HINT
+    fits = [b for b in FLAT_BLOCKS if b * per_query <= budget and b * dim >= blas_threshold]
+    blas = [b for b in FLAT_BLOCKS if b * dim >= blas_threshold]
+    return (fits or blas[-1:] or FLAT_BLOCKS[:1])[0]
 
 
 def _make(faiss: Any, factory: str, dim: int, metric: str) -> Any:
@@ -121,10 +147,13 @@ class FaissIndex(NeighborIndex):
         copy: bool = True,
     ) -> None:
         points = prepared_array(features, metric, name="features", copy=copy)
-        super().__init__(points, metric=metric, block_size=block_size or DEFAULT_BLOCK_SIZE)
         faiss = import_faiss()
+        self.factory = choose_index(len(points), backend="faiss", index=index).factory
+        if block_size is None and self.factory == "Flat":
+            block_size = flat_block_size(*points.shape, database_bs=faiss.cvar.distance_compute_blas_database_bs,
+                                         blas_threshold=faiss.cvar.distance_compute_blas_threshold)  # fmt: skip
+        super().__init__(points, metric=metric, block_size=block_size or DEFAULT_BLOCK_SIZE)
         self.threads = threads
-        self.factory = choose_index(self.ntotal, backend="faiss", index=index).factory
         self.index: Any = None
         self._hnsw_index: Any = None
         self.nprobe: int | None = None

@@ -13,6 +13,7 @@ from robustlabels.errors import InputError
 from robustlabels.neighbors import build
 from robustlabels.neighbors._blas import configure_openblas, cpu_flags
 from robustlabels.neighbors.base import drop_self
+from robustlabels.neighbors.faiss_index import DEFAULT_BLOCK_SIZE, FLAT_BLOCKS, K_HINT, SCRATCH_SHARE, flat_block_size
 
 from .synthetic import assert_same_neighbors, low_dim_data, recall
 
@@ -117,6 +118,35 @@ def test_blockwise_equals_one_shot(data, backend) -> None:
 def test_torch_block_size_from_memory_budget(data) -> None:
     index = build(data, metric="l2", backend="torch", memory_budget=8 * len(data) * 5)
     assert index.block_size == 5
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 2000, 2001])
+def test_query_blocks_are_balanced_and_cover_every_row(n) -> None:
+    index = build(low_dim_data(n=max(n, 2)), metric="l2", backend="faiss", block_size=4)
+    blocks = [ids for ids, _ in index._blocks(np.zeros((n, 1), dtype=np.float32))]
+    np.testing.assert_array_equal(np.concatenate(blocks), np.arange(n))
+    sizes = [len(ids) for ids in blocks]
+    assert max(sizes) <= 4 and max(sizes) - min(sizes) <= 1  # no small remainder block
+
+
+@pytest.mark.parametrize("ntotal", [500, 20_000, 50_000, 200_000, 1_000_000])
+@pytest.mark.parametrize("dim", [32, 128, 512])
+def test_flat_block_size_bounds_scratch_and_keeps_blas(ntotal, dim) -> None:
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    block = flat_block_size(ntotal, dim, blas_threshold=threshold)
+    budget = SCRATCH_SHARE * 4 * ntotal * dim
+    scratch_of = lambda b: b * (4 * 1024 + 12 * K_HINT)  # noqa: E731
+    assert block in FLAT_BLOCKS and block * dim >= threshold  # never FAISS's pair-by-pair path
+    if scratch_of(block) > budget:  # over budget only at the smallest block BLAS still takes
+        assert block == min(b for b in FLAT_BLOCKS if b * dim >= threshold)
+    else:  # within budget: the largest block that is
+        assert all(scratch_of(b) > budget for b in FLAT_BLOCKS if b > block)
+
+
+def test_exact_faiss_index_sizes_its_blocks_by_the_rule(data) -> None:
+    index = build(data, metric="cosine", index="Flat")
+    assert index.block_size == flat_block_size(*data.shape, blas_threshold=faiss.cvar.distance_compute_blas_threshold)
+    assert build(data, metric="cosine", index="HNSW16").block_size == DEFAULT_BLOCK_SIZE
 
 
 def test_float32_contiguous_input_is_not_copied(data) -> None:
