@@ -454,7 +454,7 @@ def exact_runs(opts: argparse.Namespace) -> list[dict[str, Any]]:
             if n * d > opts.max_nd:
                 print(f"skip exact {n}x{d}: above --max-nd", file=sys.stderr)
                 continue
-            methods = ["ours", "faiss", "torch"]
+            methods = opts.exact_methods.split(",")
             if not opts.skip_sklearn and n <= 50_000 and n * d <= opts.sklearn_max:
                 methods.append("sklearn")
             rounds = opts.exact_rounds or (2 if n * n * d <= 50_000**2 * 128 else 1)
@@ -554,6 +554,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-exact", action="store_true")
     p.add_argument("--skip-coretype", action="store_true")
     p.add_argument("--skip-sklearn", action="store_true")
+    p.add_argument("--exact-methods", default="ours,faiss,torch", help="exact methods besides scikit-learn")
     p.add_argument("--exact-rounds", type=int, help="interleaved rounds per exact case (default: 2, 1 when large)")
     p.add_argument("--busy", type=int, default=0, help="busy-loop processes running beside every case (load)")
     p.add_argument("--sklearn-max", type=int, default=50_000 * 512, help="largest N*d for scikit-learn (N <= 50k)")

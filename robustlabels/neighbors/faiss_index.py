@@ -19,6 +19,8 @@ pick OpenBLAS's kernel.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,6 +59,13 @@ def faiss_threads(threads: int | None):
         yield
     finally:
         faiss.omp_set_num_threads(previous)
+
+
+@functools.cache
+def worker_pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads for exact search, kept between searches: the same threads (and
+    their malloc arenas, which keep FAISS's freed score tiles) serve every block, so the tiles are reused."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="robustlabels-knn")
 
 
 def _reason(err: Exception) -> str:
@@ -175,15 +184,37 @@ class FaissIndex(NeighborIndex):
 
     def _search_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         faiss = import_faiss()
-        if self._hnsw_index is not None:
-            self._hnsw_index.hnsw.efSearch = max(self.ef_search or 128, 2 * k)
-        with faiss_threads(self.threads):
-            if self.index is None:
-                metric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
-                distances, indices = faiss.knn(queries, self._points, k, metric)
-            else:
+        if self.index is None:
+            distances, indices = self._search_flat(faiss, queries, k)
+        else:
+            if self._hnsw_index is not None:
+                self._hnsw_index.hnsw.efSearch = max(self.ef_search or 128, 2 * k)
+            with faiss_threads(self.threads):
                 distances, indices = self.index.search(queries, k)
         return distances.astype(np.float32, copy=False), indices.astype(np.int64, copy=False)
+
+    def _search_flat(self, faiss: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search of a query block: ``faiss.knn`` on ``threads`` slices at once, each single-threaded.
+
+        One ``faiss.knn`` call on 2 threads synchronises them twice per ``(4096, 1024)`` tile (OpenBLAS's
+        ``sgemm`` and FAISS's heap update), over 600 times at 50k points; on a busy machine every barrier waits,
+        spinning, for a descheduled thread. Slices in their own Python threads (FAISS releases the GIL), each
+        with one OpenMP thread (a per-thread setting, which faiss-cpu's OpenMP build of OpenBLAS follows too),
+        share nothing until they are joined. Slices stay above FAISS's BLAS threshold.
+        """
+        metric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        workers = self.threads or faiss.omp_get_max_threads()
+        workers = max(1, min(workers, queries.size // faiss.cvar.distance_compute_blas_threshold))
+        if workers == 1:
+            with faiss_threads(self.threads):
+                return faiss.knn(queries, self._points, k, metric)
+
+        def search_slice(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            faiss.omp_set_num_threads(1)  # this worker thread's OpenMP setting only
+            return faiss.knn(part, self._points, k, metric)
+
+        parts = list(worker_pool(workers).map(search_slice, np.array_split(queries, workers)))
+        return np.concatenate([d for d, _ in parts]), np.concatenate([i for _, i in parts])
 
 
 def build_faiss(features: Any, *, metric: str, **options: Any) -> FaissIndex:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -149,6 +150,26 @@ def test_exact_faiss_index_sizes_its_blocks_by_the_rule(data) -> None:
     assert build(data, metric="cosine", index="HNSW16").block_size == DEFAULT_BLOCK_SIZE
 
 
+def test_exact_faiss_search_runs_single_threaded_slices_in_worker_threads(monkeypatch) -> None:
+    x = low_dim_data(n=4000, d=128)
+    ref = build(x, metric="cosine", index="Flat", threads=1).search(None, K, exclude_self=True)
+    calls: list[tuple[int, int, int]] = []  # (queries, OpenMP threads seen inside, Python thread id)
+    knn = faiss.knn
+
+    def spy(queries, *args):
+        calls.append((len(queries), faiss.omp_get_max_threads(), threading.get_ident()))
+        return knn(queries, *args)
+
+    monkeypatch.setattr(faiss, "knn", spy)
+    before = faiss.omp_get_max_threads()
+    got = build(x, metric="cosine", index="Flat", threads=2, block_size=4000).search(None, K, exclude_self=True)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-6)
+    assert sorted(c[0] for c in calls) == [2000, 2000] and {c[1] for c in calls} == {1}
+    assert threading.get_ident() not in {c[2] for c in calls}
+    assert faiss.omp_get_max_threads() == before  # the caller's setting is untouched
+
+
 def test_float32_contiguous_input_is_not_copied(data) -> None:
     for metric in ("l2", "ip"):
         index = build(data, metric=metric, backend="faiss")
@@ -269,3 +290,30 @@ def test_torch_backend_on_cuda_matches_cpu(data) -> None:
     index = build(torch.from_numpy(data).cuda(), metric="cosine", backend="torch")
     assert index.device.type == "cuda"
     assert_same_neighbors(*index.search(torch.from_numpy(data[:100]).cuda(), K), *ref)
+
+
+PEAK_SCRIPT = """
+import sys
+from pathlib import Path
+import numpy as np
+from robustlabels.neighbors import build
+from robustlabels.neighbors.faiss_index import import_faiss
+
+import_faiss()
+rng = np.random.default_rng(0)
+x = rng.standard_normal((50_000, 128), dtype=np.float32)
+def kb(field):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    return int(line.split()[1])
+base = kb("VmRSS")
+Path("/proc/self/clear_refs").write_text("5")
+build(x, metric="cosine", index="Flat", threads=2).search(None, 10, exclude_self=True)
+print((kb("VmHWM") - base) * 1024 / x.nbytes)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_exact_cosine_all_vs_all_peak_memory_within_twice_the_features() -> None:
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, check=True).stdout
+    assert float(out.split()[-1]) <= 2.0  # issue 17: the normalised copy, FAISS's score tiles and the results
