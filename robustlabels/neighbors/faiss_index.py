@@ -8,10 +8,11 @@ C-contiguous input reaches FAISS without a copy; cosine normalises into one copy
 
 Exact ``"Flat"`` search is ``faiss.knn`` over that one buffer, called on blocks of queries. FAISS scores each
 call's queries in tiles of ``distance_compute_blas_query_bs`` (4,096) queries x ``database_bs`` (1,024) points,
-one ``sgemm`` and one heap update per tile, so blocks larger than 4,096 queries only enlarge the result
-buffers. :func:`flat_block_size` picks the largest block whose scratch (the ``(block, 1024)`` score tile and the
-block's results) stays within half the points' bytes, so that with the normalised copy the peak stays below
-2x the features (``docs/benchmarks.md``, "Exact all-vs-all").
+one ``sgemm`` and one heap update per tile, so slices larger than 4,096 queries only enlarge the result
+buffers. Each block is cut into one slice per thread, searched by single-threaded workers side by side
+(:meth:`FaissIndex._search_flat`); :func:`flat_block_size` sizes the slices so that all workers' scratch (their
+``(slice, 1024)`` score tiles and results) stays within half the points' bytes, so that with the normalised
+copy the peak stays below 2x the features (``docs/benchmarks.md``, "Exact all-vs-all").
 
 faiss is imported lazily, after :func:`robustlabels.neighbors._blas.configure_openblas` has had its chance to
 pick OpenBLAS's kernel.
@@ -33,7 +34,7 @@ from robustlabels.neighbors.policy import choose_index, default_nprobe
 
 DEFAULT_BLOCK_SIZE = 16_384
 TRAIN_POINTS_PER_CENTROID = 64
-FLAT_BLOCKS = (4096, 2048, 1024, 512)  # queries per faiss.knn call for exact search, largest first
+FLAT_SLICES = (4096, 2048, 1024, 512)  # queries per faiss.knn call (one worker's slice) of exact search
 SCRATCH_SHARE = 0.5  # of the points' bytes that the exact search's per-block scratch may take
 K_HINT = 16  # neighbours per query assumed when sizing blocks (results: float32 + int64 each)
 
@@ -75,20 +76,22 @@ def _reason(err: Exception) -> str:
     return line[:200] or "rejected by faiss"
 
 
-def flat_block_size(ntotal: int, dim: int, *, database_bs: int = 1024, blas_threshold: int = 128_000) -> int:
-    """Queries per ``faiss.knn`` call of an exact search over ``ntotal`` x ``dim`` float32 points.
+def flat_block_size(
+    ntotal: int, dim: int, *, workers: int = 1, database_bs: int = 1024, blas_threshold: int = 128_000
+) -> int:
+    """Queries per block of an exact search over ``ntotal`` x ``dim`` float32 points: ``workers`` slices.
 
-    The largest of :data:`FLAT_BLOCKS` whose scratch, ``block x (database_bs`` scores ``+ K_HINT`` results``)``,
-    fits in :data:`SCRATCH_SHARE` of the points' bytes, but never below FAISS's BLAS threshold
-    (``block x dim >= blas_threshold``, under which FAISS scores pair by pair without BLAS, several times
-    slower): when no block fits, the smallest block above the threshold; when none is above it (``dim`` < 32),
-    the largest.
+    Each worker's slice is the largest of :data:`FLAT_SLICES` for which the scratch of all workers,
+    ``workers x slice x (database_bs`` scores ``+ K_HINT`` results``)``, fits in :data:`SCRATCH_SHARE` of the
+    points' bytes, but never below FAISS's BLAS threshold (``slice x dim >= blas_threshold``, under which
+    FAISS scores pair by pair without BLAS): when none fits, the smallest slice above the threshold; when none
+    is above it (``dim`` < 32), the largest.
     """
     budget = SCRATCH_SHARE * 4 * ntotal * dim
-    per_query = 4 * database_bs + 12 * K_HINT
-    fits = [b for b in FLAT_BLOCKS if b * per_query <= budget and b * dim >= blas_threshold]
-    blas = [b for b in FLAT_BLOCKS if b * dim >= blas_threshold]
-    return (fits or blas[-1:] or FLAT_BLOCKS[:1])[0]
+    per_query = workers * (4 * database_bs + 12 * K_HINT)
+    fits = [b for b in FLAT_SLICES if b * per_query <= budget and b * dim >= blas_threshold]
+    blas = [b for b in FLAT_SLICES if b * dim >= blas_threshold]
+    return workers * (fits or blas[-1:] or FLAT_SLICES[:1])[0]
 
 
 def _make(faiss: Any, factory: str, dim: int, metric: str) -> Any:
@@ -159,7 +162,8 @@ class FaissIndex(NeighborIndex):
         faiss = import_faiss()
         self.factory = choose_index(len(points), backend="faiss", index=index).factory
         if block_size is None and self.factory == "Flat":
-            block_size = flat_block_size(*points.shape, database_bs=faiss.cvar.distance_compute_blas_database_bs,
+            block_size = flat_block_size(*points.shape, workers=threads or faiss.omp_get_max_threads(),
+                                         database_bs=faiss.cvar.distance_compute_blas_database_bs,
                                          blas_threshold=faiss.cvar.distance_compute_blas_threshold)  # fmt: skip
         super().__init__(points, metric=metric, block_size=block_size or DEFAULT_BLOCK_SIZE)
         self.threads = threads

@@ -14,7 +14,7 @@ from robustlabels.errors import InputError
 from robustlabels.neighbors import build
 from robustlabels.neighbors._blas import configure_openblas, cpu_flags
 from robustlabels.neighbors.base import drop_self
-from robustlabels.neighbors.faiss_index import DEFAULT_BLOCK_SIZE, FLAT_BLOCKS, K_HINT, SCRATCH_SHARE, flat_block_size
+from robustlabels.neighbors.faiss_index import DEFAULT_BLOCK_SIZE, FLAT_SLICES, K_HINT, SCRATCH_SHARE, flat_block_size
 
 from .synthetic import assert_same_neighbors, low_dim_data, recall
 
@@ -132,21 +132,25 @@ def test_query_blocks_are_balanced_and_cover_every_row(n) -> None:
 
 @pytest.mark.parametrize("ntotal", [500, 20_000, 50_000, 200_000, 1_000_000])
 @pytest.mark.parametrize("dim", [32, 128, 512])
-def test_flat_block_size_bounds_scratch_and_keeps_blas(ntotal, dim) -> None:
+@pytest.mark.parametrize("workers", [1, 2, 8])
+def test_flat_block_size_bounds_scratch_and_keeps_blas(ntotal, dim, workers) -> None:
     threshold = faiss.cvar.distance_compute_blas_threshold
-    block = flat_block_size(ntotal, dim, blas_threshold=threshold)
+    block = flat_block_size(ntotal, dim, workers=workers, blas_threshold=threshold)
     budget = SCRATCH_SHARE * 4 * ntotal * dim
-    scratch_of = lambda b: b * (4 * 1024 + 12 * K_HINT)  # noqa: E731
-    assert block in FLAT_BLOCKS and block * dim >= threshold  # never FAISS's pair-by-pair path
-    if scratch_of(block) > budget:  # over budget only at the smallest block BLAS still takes
-        assert block == min(b for b in FLAT_BLOCKS if b * dim >= threshold)
-    else:  # within budget: the largest block that is
-        assert all(scratch_of(b) > budget for b in FLAT_BLOCKS if b > block)
+    scratch_of = lambda s: workers * s * (4 * 1024 + 12 * K_HINT)  # noqa: E731
+    assert block % workers == 0
+    piece = block // workers  # one worker's slice
+    assert piece in FLAT_SLICES and piece * dim >= threshold  # never FAISS's pair-by-pair path
+    if scratch_of(piece) > budget:  # over budget only at the smallest slice BLAS still takes
+        assert piece == min(s for s in FLAT_SLICES if s * dim >= threshold)
+    else:  # within budget: the largest slice that is
+        assert all(scratch_of(s) > budget for s in FLAT_SLICES if s > piece)
 
 
 def test_exact_faiss_index_sizes_its_blocks_by_the_rule(data) -> None:
-    index = build(data, metric="cosine", index="Flat")
-    assert index.block_size == flat_block_size(*data.shape, blas_threshold=faiss.cvar.distance_compute_blas_threshold)
+    index = build(data, metric="cosine", index="Flat", threads=3)
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    assert index.block_size == flat_block_size(*data.shape, workers=3, blas_threshold=threshold)
     assert build(data, metric="cosine", index="HNSW16").block_size == DEFAULT_BLOCK_SIZE
 
 
