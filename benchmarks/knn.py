@@ -99,6 +99,38 @@ def busy_load(processes: int):
             proc.wait()
 
 
+def gemm_ceiling(d: int = 512, repeats: int = 10, tries: int = 5) -> dict[str, float]:
+    """fp32 GEMM rate of one core in GFLOP per CPU-second (CPU time of the calling thread, so a busy machine
+    does not lower it): best of ``tries`` x ``repeats`` products ``(4096, d) @ (d, 1024)``, FAISS's tile shape,
+    in numpy's OpenBLAS and in torch, each on 1 thread."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    def thread_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_THREAD)
+        return usage.ru_utime + usage.ru_stime
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4096, d), dtype=np.float32), rng.standard_normal((d, 1024), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    flop = 2 * 4096 * d * 1024 * repeats
+    rates = {}
+    with threadpool_limits(1), contextlib.ExitStack() as stack:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        stack.callback(torch.set_num_threads, threads)
+        for name, product in (("numpy", lambda: a @ b), ("torch", lambda: ta @ tb)):
+            product()
+            best = 0.0
+            for _ in range(tries):
+                start = thread_cpu()
+                for _ in range(repeats):
+                    product()
+                best = max(best, flop / (thread_cpu() - start) / 1e9)
+            rates[name] = best
+    return rates
+
+
 def openblas_corename() -> str:
     """The kernel name the loaded OpenBLAS (faiss-cpu's bundled copy) reports, or ``"?"``."""
     for line in Path("/proc/self/maps").read_text().splitlines():
@@ -554,6 +586,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-exact", action="store_true")
     p.add_argument("--skip-coretype", action="store_true")
     p.add_argument("--skip-sklearn", action="store_true")
+    p.add_argument("--gemm-ceiling", action="store_true", help="print one core's fp32 GEMM GFLOP per CPU-second")
     p.add_argument("--exact-methods", default="ours,faiss,torch", help="exact methods besides scikit-learn")
     p.add_argument("--exact-rounds", type=int, help="interleaved rounds per exact case (default: 2, 1 when large)")
     p.add_argument("--busy", type=int, default=0, help="busy-loop processes running beside every case (load)")
@@ -608,6 +641,9 @@ def save(res: dict[str, Any], opts: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the child case, or every part in fresh children and print the markdown tables."""
     opts = parse(argv)
+    if opts.gemm_ceiling:
+        print(json.dumps(gemm_ceiling()))
+        return
     if opts.case:
         print(json.dumps(run_case(opts)))
         return
