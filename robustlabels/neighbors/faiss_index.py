@@ -21,6 +21,7 @@ pick OpenBLAS's kernel.
 from __future__ import annotations
 
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -62,10 +63,14 @@ def faiss_threads(threads: int | None):
         faiss.omp_set_num_threads(previous)
 
 
-@functools.cache
 def worker_pool(workers: int) -> ThreadPoolExecutor:
-    """A process-wide pool of ``workers`` threads for exact search, kept between searches: the same threads (and
-    their malloc arenas, which keep FAISS's freed score tiles) serve every block, so the tiles are reused."""
+    """A pool of ``workers`` threads for exact search, kept between searches: the same threads (and their malloc
+    arenas, which keep FAISS's freed score tiles) serve every block, so the tiles are reused."""
+    return _pool(workers, os.getpid())  # a forked child has none of its parent's threads: it gets its own pool
+
+
+@functools.cache
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="robustlabels-knn")
 
 

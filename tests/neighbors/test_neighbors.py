@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -172,6 +175,19 @@ def test_exact_faiss_search_runs_single_threaded_slices_in_worker_threads(monkey
     assert sorted(c[0] for c in calls) == [2000, 2000] and {c[1] for c in calls} == {1}
     assert threading.get_ident() not in {c[2] for c in calls}
     assert faiss.omp_get_max_threads() == before  # the caller's setting is untouched
+
+
+def two_worker_search(x: np.ndarray) -> np.ndarray:
+    """Exact l2 search of ``x`` in one block of two single-threaded worker slices; the indices of 3 neighbours."""
+    return build(x, metric="l2", index="Flat", threads=2, block_size=len(x)).search(None, 3)[1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_exact_search_works_in_a_forked_child_after_the_parent_searched() -> None:
+    x = low_dim_data(n=4000, d=128)
+    expected = two_worker_search(x)  # the parent's worker threads exist now; a forked child does not inherit them
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        np.testing.assert_array_equal(pool.submit(two_worker_search, x).result(timeout=60), expected)
 
 
 def test_float32_contiguous_input_is_not_copied(data) -> None:
