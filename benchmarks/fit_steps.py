@@ -16,7 +16,7 @@ batch or the dataset pool, switched on at epoch ``--ncr-start``. Complements ``o
     python benchmarks/fit_steps.py                                  # heap kept, as robustlabels.fit does
     ROBUSTLABELS_KEEP_FREED_HEAP=0 python benchmarks/fit_steps.py   # glibc's default trimming
     OMP_NUM_THREADS=1 python benchmarks/fit_steps.py --strategies cross_entropy,ncr_dataset --train-subset 20000 \
-        --epochs 4 --rounds 3 --threads 1                           # NCR's dataset pool (docs/benchmarks.md)
+        --val-fraction 0.05 --epochs 4 --rounds 3 --threads 1       # NCR's dataset pool (docs/benchmarks.md)
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ def timed_refreshes(module: RobustModule) -> list[float]:
 def fit_times(name: str, args: argparse.Namespace) -> dict[str, float]:
     """One fit of ``name``: median step seconds, median epoch seconds per step, median refresh seconds."""
     pl.seed_everything(0, verbose=False)
-    data = FashionMNISTDataModule(batch_size=128, train_subset=args.train_subset, val_fraction=args.val_fraction,
-                                  noise=SymmetricNoise(rate=0.4))  # fmt: skip
+    held_out = {} if args.val_fraction is None else {"val_fraction": args.val_fraction}
+    data = FashionMNISTDataModule(batch_size=128, train_subset=args.train_subset, noise=SymmetricNoise(rate=0.4),
+                                  **held_out)  # fmt: skip
     model = build_module(name, args)
     refreshes = timed_refreshes(model)
     timer = Timer()
@@ -117,7 +118,8 @@ def main() -> None:
     parser.add_argument("--strategies", default="cross_entropy,co_teaching,elr_plus",
                         help="registry names, ncr_batch or ncr_dataset; the first is the reference")  # fmt: skip
     parser.add_argument("--train-subset", type=int, default=6000)
-    parser.add_argument("--val-fraction", type=float, default=0.0, help="held out of the subset (the suite: 0.05)")
+    parser.add_argument("--val-fraction", type=float, help="held out of the subset (the suite: 0.05; default: "
+                        "the data module's)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ncr-start", type=int, default=1, help="NCR's start_epoch; epoch times from here on")
