@@ -6,15 +6,22 @@ of each step is the process's ``VmHWM`` (reset through ``/proc/self/clear_refs``
 resident size once the features exist.
 
     python benchmarks/knn.py --out /tmp/knn.md --json /tmp/knn.json
+    python benchmarks/knn.py --sizes 50000 --dims 128 --skip-approx --skip-coretype --skip-large --skip-sklearn \
+        --exact-rounds 6 --busy 1      # exact ours vs raw FAISS with one busy-loop process as load
+
+Exact cases also record each method's process CPU time (user + system, all threads), whose ratio moves less
+with the machine's load than wall time does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,6 +79,56 @@ def measure(fn: Callable[[], Any], baseline_kb: int) -> tuple[Any, float, float]
     result = fn()
     seconds = time.perf_counter() - start
     return result, seconds, (_status_kb("VmHWM") - baseline_kb) / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextlib.contextmanager
+def busy_load(processes: int):
+    """Run the body with ``processes`` busy-loop processes beside it (a reproducible "busy machine")."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+
+
+def gemm_ceiling(d: int = 512, repeats: int = 10, tries: int = 5) -> dict[str, float]:
+    """fp32 GEMM rate of one core in GFLOP per CPU-second (CPU time of the calling thread, so a busy machine
+    does not lower it): best of ``tries`` x ``repeats`` products ``(4096, d) @ (d, 1024)``, FAISS's tile shape,
+    in numpy's OpenBLAS and in torch, each on 1 thread."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    def thread_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_THREAD)
+        return usage.ru_utime + usage.ru_stime
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((4096, d), dtype=np.float32), rng.standard_normal((d, 1024), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    flop = 2 * 4096 * d * 1024 * repeats
+    rates = {}
+    with threadpool_limits(1), contextlib.ExitStack() as stack:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        stack.callback(torch.set_num_threads, threads)
+        for name, product in (("numpy", lambda: a @ b), ("torch", lambda: ta @ tb)):
+            product()
+            best = 0.0
+            for _ in range(tries):
+                start = thread_cpu()
+                for _ in range(repeats):
+                    product()
+                best = max(best, flop / (thread_cpu() - start) / 1e9)
+            rates[name] = best
+    return rates
 
 
 def openblas_corename() -> str:
@@ -169,21 +226,26 @@ def case_exact(n: int, d: int, threads: int, methods: list[str], rounds: int) ->
     """All-vs-all exact k=10 with each method, interleaved for ``rounds`` rounds (memory from round 1)."""
     x, base = _baseline(n, d)
     times: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
     mem: dict[str, float] = {}
     results: dict[str, Any] = {}
     for r in range(rounds):
         for m in methods if r % 2 == 0 else methods[::-1]:
+            cpu_start = cpu_seconds()
             out, seconds, peak = measure(lambda m=m: EXACT_METHODS[m](x, threads), base)
             times[m].append(seconds)
+            cpu[m].append(cpu_seconds() - cpu_start)
             mem.setdefault(m, peak)
             results[m] = out
-            print(f"  {n}x{d} {m}: {seconds:.2f} s, +{peak:.0f} MiB", file=sys.stderr, flush=True)
+            print(f"  {n}x{d} {m}: {seconds:.2f} s, {cpu[m][-1]:.2f} CPU-s, +{peak:.0f} MiB", file=sys.stderr,
+                  flush=True)  # fmt: skip
     ref = results.get("faiss")
     rows = []
     for m in methods:
-        row = {"method": m, "seconds": min(times[m]), "times": times[m], "peak_mib": mem[m]}
+        row = {"method": m, "seconds": min(times[m]), "times": times[m], "cpu": cpu[m], "peak_mib": mem[m]}
         if ref is not None:
             row["ratio"] = statistics.median(a / b for a, b in zip(times[m], times["faiss"], strict=True))
+            row["cpu_ratio"] = statistics.median(a / b for a, b in zip(cpu[m], cpu["faiss"], strict=True))
             row["same"], row["same_ties"] = agreement(ref, results[m])
         rows.append(row)
     return {"n": n, "d": d, "features_mib": x.nbytes / 2**20, "openblas": openblas_corename(), "rows": rows}
@@ -424,10 +486,10 @@ def exact_runs(opts: argparse.Namespace) -> list[dict[str, Any]]:
             if n * d > opts.max_nd:
                 print(f"skip exact {n}x{d}: above --max-nd", file=sys.stderr)
                 continue
-            methods = ["ours", "faiss", "torch"]
+            methods = opts.exact_methods.split(",")
             if not opts.skip_sklearn and n <= 50_000 and n * d <= opts.sklearn_max:
                 methods.append("sklearn")
-            rounds = 2 if n * n * d <= 50_000**2 * 128 else 1
+            rounds = opts.exact_rounds or (2 if n * n * d <= 50_000**2 * 128 else 1)
             args = ["--case", "exact", "--n", str(n), "--d", str(d), "--methods", ",".join(methods)]
             cases.append(child([*args, "--rounds", str(rounds), "--threads", str(opts.threads)]))
     return cases
@@ -467,13 +529,14 @@ def markdown(res: dict[str, Any]) -> str:
     parts = []
     exact_rows = [
         [f"{c['n']:,}", str(c["d"]), r["method"], f"{r['seconds']:.2f}", f"{r.get('ratio', 0):.3f}×",
-         f"{r.get('same', 0):.4f}", f"{r.get('same_ties', 0):.4f}", f"{r['peak_mib']:.0f}",
+         f"{r.get('cpu_ratio', 0):.3f}×", f"{r.get('same', 0):.4f}", f"{r.get('same_ties', 0):.4f}",
+         f"{r['peak_mib']:.0f}",
          f"{r['peak_mib'] / c['features_mib']:.2f}×"]
         for c in res.get("exact", []) for r in c["rows"]
     ]  # fmt: skip
     if exact_rows:
-        head = ["N", "d", "method", "seconds (best)", "× raw FAISS", "same sets", "same up to ties",
-                "peak RSS − base (MiB)", "× features"]  # fmt: skip
+        head = ["N", "d", "method", "seconds (best)", "× raw FAISS", "× raw FAISS (CPU time)", "same sets",
+                "same up to ties", "peak RSS − base (MiB)", "× features"]  # fmt: skip
         parts.append(_table(head, exact_rows))
     if res.get("approx"):
         a = res["approx"]
@@ -523,6 +586,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-exact", action="store_true")
     p.add_argument("--skip-coretype", action="store_true")
     p.add_argument("--skip-sklearn", action="store_true")
+    p.add_argument("--gemm-ceiling", action="store_true", help="print one core's fp32 GEMM GFLOP per CPU-second")
+    p.add_argument("--exact-methods", default="ours,faiss,torch", help="exact methods besides scikit-learn")
+    p.add_argument("--exact-rounds", type=int, help="interleaved rounds per exact case (default: 2, 1 when large)")
+    p.add_argument("--busy", type=int, default=0, help="busy-loop processes running beside every case (load)")
     p.add_argument("--sklearn-max", type=int, default=50_000 * 512, help="largest N*d for scikit-learn (N <= 50k)")
     p.add_argument("--max-nd", type=int, default=200_000 * 512, help="largest N*d for the exact cases")
     p.add_argument("--large-n", type=int, default=1_000_000)
@@ -574,17 +641,22 @@ def save(res: dict[str, Any], opts: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the child case, or every part in fresh children and print the markdown tables."""
     opts = parse(argv)
+    if opts.gemm_ceiling:
+        print(json.dumps(gemm_ceiling()))
+        return
     if opts.case:
         print(json.dumps(run_case(opts)))
         return
-    res: dict[str, Any] = {"threads": opts.threads, "env_coretype": os.environ.get("OPENBLAS_CORETYPE", "unset")}
+    res: dict[str, Any] = {"threads": opts.threads, "env_coretype": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+                           "busy": opts.busy}  # fmt: skip
     steps = [("coretype", opts.skip_coretype, coretype_runs), ("exact", opts.skip_exact, exact_runs)]
     steps += [("approx", opts.skip_approx, approx_run), ("large", opts.skip_large, large_runs)]
     steps.append(("bank", opts.bank is None, bank_run))
     for name, skip, fn in steps:
         if not skip:
             start = time.perf_counter()
-            res[name] = fn(opts)
+            with busy_load(opts.busy):
+                res[name] = fn(opts)
             res[f"{name}_wall_s"] = time.perf_counter() - start
             save(res, opts)
     print(markdown(res))

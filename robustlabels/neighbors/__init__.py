@@ -57,6 +57,7 @@ def build(
             (approximate, :mod:`robustlabels.neighbors.torch_ivf`); scikit-learn is exact only (``"auto"``/``"Flat"``).
         backend: ``"faiss"``, ``"torch"`` or ``"sklearn"``.
         threads: CPU threads for building and searching (restored afterwards); ``None`` leaves them alone.
+            Exact FAISS search runs that many single-threaded workers side by side (``None``: FAISS's count).
         block_size: queries per search block; ``None`` picks a backend default (torch: from ``memory_budget``).
         nprobe: IVF lists visited per query (faiss and torch IVF; default ``max(16, nlist // 8)``).
         ef_search: HNSW search breadth (faiss; default ``max(128, 2 k)``).

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from robustlabels.errors import InputError
 from robustlabels.neighbors import build
 from robustlabels.neighbors._blas import configure_openblas, cpu_flags
 from robustlabels.neighbors.base import drop_self
+from robustlabels.neighbors.faiss_index import DEFAULT_BLOCK_SIZE, FLAT_SLICES, K_HINT, SCRATCH_SHARE, flat_block_size
 
 from .synthetic import assert_same_neighbors, low_dim_data, recall
 
@@ -117,6 +122,72 @@ def test_blockwise_equals_one_shot(data, backend) -> None:
 def test_torch_block_size_from_memory_budget(data) -> None:
     index = build(data, metric="l2", backend="torch", memory_budget=8 * len(data) * 5)
     assert index.block_size == 5
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 2000, 2001])
+def test_query_blocks_are_balanced_and_cover_every_row(n) -> None:
+    index = build(low_dim_data(n=max(n, 2)), metric="l2", backend="faiss", block_size=4)
+    blocks = [ids for ids, _ in index._blocks(np.zeros((n, 1), dtype=np.float32))]
+    np.testing.assert_array_equal(np.concatenate(blocks), np.arange(n))
+    sizes = [len(ids) for ids in blocks]
+    assert max(sizes) <= 4 and max(sizes) - min(sizes) <= 1  # no small remainder block
+
+
+@pytest.mark.parametrize("ntotal", [500, 20_000, 50_000, 200_000, 1_000_000])
+@pytest.mark.parametrize("dim", [32, 128, 512])
+@pytest.mark.parametrize("workers", [1, 2, 8])
+def test_flat_block_size_bounds_scratch_and_keeps_blas(ntotal, dim, workers) -> None:
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    block = flat_block_size(ntotal, dim, workers=workers, blas_threshold=threshold)
+    budget = SCRATCH_SHARE * 4 * ntotal * dim
+    scratch_of = lambda s: workers * s * (4 * 1024 + 12 * K_HINT)  # noqa: E731
+    assert block % workers == 0
+    piece = block // workers  # one worker's slice
+    assert piece in FLAT_SLICES and piece * dim >= threshold  # never FAISS's pair-by-pair path
+    if scratch_of(piece) > budget:  # over budget only at the smallest slice BLAS still takes
+        assert piece == min(s for s in FLAT_SLICES if s * dim >= threshold)
+    else:  # within budget: the largest slice that is
+        assert all(scratch_of(s) > budget for s in FLAT_SLICES if s > piece)
+
+
+def test_exact_faiss_index_sizes_its_blocks_by_the_rule(data) -> None:
+    index = build(data, metric="cosine", index="Flat", threads=3)
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    assert index.block_size == flat_block_size(*data.shape, workers=3, blas_threshold=threshold)
+    assert build(data, metric="cosine", index="HNSW16").block_size == DEFAULT_BLOCK_SIZE
+
+
+def test_exact_faiss_search_runs_single_threaded_slices_in_worker_threads(monkeypatch) -> None:
+    x = low_dim_data(n=4000, d=128)
+    ref = build(x, metric="cosine", index="Flat", threads=1).search(None, K, exclude_self=True)
+    calls: list[tuple[int, int, int]] = []  # (queries, OpenMP threads seen inside, Python thread id)
+    knn = faiss.knn
+
+    def spy(queries, *args):
+        calls.append((len(queries), faiss.omp_get_max_threads(), threading.get_ident()))
+        return knn(queries, *args)
+
+    monkeypatch.setattr(faiss, "knn", spy)
+    before = faiss.omp_get_max_threads()
+    got = build(x, metric="cosine", index="Flat", threads=2, block_size=4000).search(None, K, exclude_self=True)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-6)
+    assert sorted(c[0] for c in calls) == [2000, 2000] and {c[1] for c in calls} == {1}
+    assert threading.get_ident() not in {c[2] for c in calls}
+    assert faiss.omp_get_max_threads() == before  # the caller's setting is untouched
+
+
+def two_worker_search(x: np.ndarray) -> np.ndarray:
+    """Exact l2 search of ``x`` in one block of two single-threaded worker slices; the indices of 3 neighbours."""
+    return build(x, metric="l2", index="Flat", threads=2, block_size=len(x)).search(None, 3)[1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_exact_search_works_in_a_forked_child_after_the_parent_searched() -> None:
+    x = low_dim_data(n=4000, d=128)
+    expected = two_worker_search(x)  # the parent's worker threads exist now; a forked child does not inherit them
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        np.testing.assert_array_equal(pool.submit(two_worker_search, x).result(timeout=60), expected)
 
 
 def test_float32_contiguous_input_is_not_copied(data) -> None:
@@ -239,3 +310,30 @@ def test_torch_backend_on_cuda_matches_cpu(data) -> None:
     index = build(torch.from_numpy(data).cuda(), metric="cosine", backend="torch")
     assert index.device.type == "cuda"
     assert_same_neighbors(*index.search(torch.from_numpy(data[:100]).cuda(), K), *ref)
+
+
+PEAK_SCRIPT = """
+import sys
+from pathlib import Path
+import numpy as np
+from robustlabels.neighbors import build
+from robustlabels.neighbors.faiss_index import import_faiss
+
+import_faiss()
+rng = np.random.default_rng(0)
+x = rng.standard_normal((50_000, 128), dtype=np.float32)
+def kb(field):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    return int(line.split()[1])
+base = kb("VmRSS")
+Path("/proc/self/clear_refs").write_text("5")
+build(x, metric="cosine", index="Flat", threads=2).search(None, 10, exclude_self=True)
+print((kb("VmHWM") - base) * 1024 / x.nbytes)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_exact_cosine_all_vs_all_peak_memory_within_twice_the_features() -> None:
+    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, check=True).stdout
+    assert float(out.split()[-1]) <= 2.0  # issue 17: the normalised copy, FAISS's score tiles and the results
