@@ -18,11 +18,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: venv
 	$(PY) -m robustlabels.demo
 
+# The Ray tests run in a pytest process of their own: Ray leaves threads in its driver after ray.shutdown(), and a
+# later fork of that process (a test's, a library's) can deadlock the child.
 test: venv
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m 'ray and not slow'
 
 test-all: venv  # everything but the GPU tests; the browser test needs chromium (make test-browser installs it)
-	$(PY) -m pytest -q -m 'not gpu'
+	$(PY) -m pytest -q -m 'not gpu and not ray'
+	$(PY) -m pytest -q -m 'ray'
 
 # What the experiment suites need beyond `make test`: Fashion-MNIST (Debian package), the offline
 # MiniLM text encoder (the `text` extra) and Ray for `audit --executor ray` (the `ray` extra, also in `dev`).

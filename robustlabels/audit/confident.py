@@ -85,7 +85,7 @@ def confident_learning(
     rank_by: str = "self_confidence",
     frac_noise: float = 1.0,
     low_memory: bool | None = None,
-    n_jobs: int | None = None,
+    n_jobs: int = 1,
 ) -> MethodResult:
     """Flag label issues with cleanlab's ``find_label_issues`` and rank them with ``get_label_quality_scores``.
 
@@ -98,7 +98,10 @@ def confident_learning(
         low_memory: use cleanlab's batched ``find_label_issues_batched`` (bounded memory; it ranks by
             ``self_confidence`` and flags the estimated number of issues). ``None``: above
             :data:`LOW_MEMORY_ABOVE` examples.
-        n_jobs: cleanlab's worker processes (``None``: all cores, cleanlab's default).
+        n_jobs: cleanlab's worker processes. 1 by default, not cleanlab's "all cores": above 1 cleanlab forks this
+            process, and a fork of a process that runs other threads (torch's, the exact search's workers, a Ray
+            driver's) can deadlock the child (it hung the test suite once, 2026-12-04); the per-class pruning
+            it spreads over processes is a small part of an audit (docs/benchmarks.md times both at n_jobs=1).
 
     Returns:
         ``flagged`` exactly as cleanlab's; ``suggested`` = ``argmax pred_probs``; ``joint`` cleanlab's
@@ -120,7 +123,7 @@ def confident_learning(
     if low_memory:
         from cleanlab.experimental.label_issues_batched import find_label_issues_batched
 
-        flagged = find_label_issues_batched(labels, pred_probs, n_jobs=n_jobs or 1, verbose=False, return_mask=True)
+        flagged = find_label_issues_batched(labels, pred_probs, n_jobs=n_jobs, verbose=False, return_mask=True)
         params.update(filter_by="low_self_confidence (batched)", rank_by="self_confidence")
         quality = pred_probs[np.arange(len(labels)), labels]
         joint = estimate_joint(labels, pred_probs, predicted=predicted)  # row blocks: bounded memory

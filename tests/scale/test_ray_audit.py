@@ -24,6 +24,8 @@ from robustlabels.scale.knn import recall_at
 from robustlabels.scale.shards import list_shards
 from tests.scale.conftest import DiesOnce, probabilities
 
+pytestmark = pytest.mark.ray  # a pytest process of its own (Makefile: Ray's threads outlive ray.shutdown)
+
 CUTS = (0, 4_000, 9_000, 15_000, 20_000)  # four shards of unequal size
 
 
@@ -51,9 +53,16 @@ def _column(lists: list[dict[str, str]], name: str) -> np.ndarray:
     return np.concatenate([np.load(part[name]) for part in lists])
 
 
-def test_flat_shards_give_exactly_the_exact_neighbours(shards: list, exact: np.ndarray, tmp_path: Path) -> None:
+def test_flat_shards_give_exactly_the_exact_neighbours(
+    blobs: tuple[np.ndarray, ...], shards: list, exact: np.ndarray, tmp_path: Path
+) -> None:
     graph = executor.knn_graph(shards, tmp_path, 10, index="flat")
-    np.testing.assert_array_equal(_column(graph.lists, "idx"), exact)
+    got, points = _column(graph.lists, "idx"), blobs[0] / np.linalg.norm(blobs[0], axis=1, keepdims=True)
+    # exact up to float ties: BLAS sums in another order for other query blocks, so two neighbours whose cosines
+    # agree to ~1e-7 may trade places (6 of 200,000 entries when the search ran with other threads first)
+    query_cosine = lambda idx: np.einsum("nd,nkd->nk", points, points[idx])  # noqa: E731
+    np.testing.assert_allclose(query_cosine(got), query_cosine(exact), atol=1e-5)
+    assert (got == exact).mean() > 0.999
 
 
 def test_ivf_shards_merged_on_disk_reach_recall_95(shards: list, exact: np.ndarray, tmp_path: Path) -> None:
