@@ -150,7 +150,6 @@ def trainer_settings(config: Any) -> str:
 def _robust_cli_class() -> type:
     from pytorch_lightning import Trainer
     from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-    from pytorch_lightning.utilities import rank_zero_info
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     # Imported so configs can name classes without their module path (the torchgeo trick): jsonargparse
@@ -158,15 +157,16 @@ def _robust_cli_class() -> type:
     import robustlabels.noise
     import robustlabels.regularizers
     import robustlabels.strategies  # noqa: F401
-    from robustlabels.precision import AUTO, auto_precision
+    from robustlabels import precision as precision_module
+    from robustlabels.precision import AUTO
 
     class RobustTrainer(Trainer):
         """Lightning's Trainer, whose ``precision`` also takes ``auto`` (the default here; robustlabels.precision)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             if kwargs.get("precision", AUTO) == AUTO:
-                kwargs["precision"], reason = auto_precision(kwargs.get("accelerator", AUTO))
-                rank_zero_info(f"precision auto -> {kwargs['precision']} ({reason})")
+                kwargs["precision"], reason = precision_module.auto_precision(kwargs.get("accelerator", AUTO))
+                precision_module.announce(kwargs["precision"], reason)
             super().__init__(*args, **kwargs)
 
     # The parser reads the signature: Trainer's own, with `auto` added to precision's choices and as its default.

@@ -42,3 +42,10 @@ def auto_precision(accelerator: object = AUTO, *, cpuinfo: str | Path = "/proc/c
         native = bool(flags)
         reason = f"this CPU lists {', '.join(sorted(flags))}" if native else "this CPU has no avx512_bf16 or amx_bf16"
     return ("bf16-mixed" if native else "32-true"), reason
+
+
+def announce(chosen: str, reason: str) -> None:
+    """Log what ``auto`` chose and why, once (rank zero) per run."""
+    from pytorch_lightning.utilities import rank_zero_info
+
+    rank_zero_info(f"precision auto -> {chosen} ({reason})")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
+import robustlabels.precision as precision_module
 from robustlabels.fit import build_cli
 from robustlabels.precision import auto_precision, cpu_bf16_flags
 
@@ -55,29 +53,24 @@ def trainer_precision(tmp_path: Path, *extra: str) -> str:
     return str(build_cli(args, args).trainer.precision)
 
 
-@contextmanager
-def lightning_info() -> Iterator[list[str]]:
-    """The INFO messages of Lightning's rank-zero logger (caplog misses them once Lightning stops propagation)."""
-    logger, messages = logging.getLogger("pytorch_lightning.utilities.rank_zero"), []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
-    level, logger.level = logger.level, logging.INFO
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+def test_the_fit_cli_resolves_auto_by_default_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[tuple[str, str]] = []
+    monkeypatch.setattr(precision_module, "announce", lambda chosen, reason: said.append((chosen, reason)))
+    assert trainer_precision(tmp_path) == auto_precision("auto")[0]
+    assert said == [auto_precision("auto")]
 
 
-def test_the_fit_cli_resolves_auto_by_default_and_says_so(tmp_path: Path) -> None:
-    with lightning_info() as messages:
-        precision = trainer_precision(tmp_path)
-    chosen, reason = auto_precision("auto")
-    assert precision == chosen and f"precision auto -> {chosen} ({reason})" in messages
+def test_an_explicit_precision_is_kept_and_not_announced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[tuple[str, str]] = []
+    monkeypatch.setattr(precision_module, "announce", lambda chosen, reason: said.append((chosen, reason)))
+    assert trainer_precision(tmp_path, "--trainer.precision=bf16-mixed", "--trainer.accelerator=cpu") == "bf16-mixed"
+    assert said == []
 
 
-def test_an_explicit_precision_is_kept_and_not_announced(tmp_path: Path) -> None:
-    with lightning_info() as messages:
-        precision = trainer_precision(tmp_path, "--trainer.precision=bf16-mixed", "--trainer.accelerator=cpu")
-    assert precision == "bf16-mixed" and not [m for m in messages if "precision auto" in m] and messages
+def test_the_announcement_is_one_info_line_of_lightning(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytorch_lightning.utilities as utilities
+
+    lines: list[str] = []
+    monkeypatch.setattr(utilities, "rank_zero_info", lines.append)
+    precision_module.announce("32-true", "this CPU has no avx512_bf16 or amx_bf16")
+    assert lines == ["precision auto -> 32-true (this CPU has no avx512_bf16 or amx_bf16)"]
