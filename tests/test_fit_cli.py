@@ -23,10 +23,12 @@ FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=f
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_every_config_runs_fast_dev_run_on_fake_data(config: Path, tmp_path: Path) -> None:
-    args = ["--config", str(config), "--trainer.fast_dev_run=true", "--data.fake=true", "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.accelerator=cpu", "--trainer.precision=32-true", *FAST]  # fmt: skip
-    assert main(args) == 0
+    assert fast_dev_run(config, tmp_path, "--trainer.accelerator=cpu", "--trainer.precision=32-true") == 0
+
+
+def fast_dev_run(config: Path, tmp_path: Path, *device: str) -> int:
+    return main(["--config", str(config), "--trainer.fast_dev_run=true", "--data.fake=true", "--trainer.logger=false",
+                 f"--trainer.default_root_dir={tmp_path}", *device, *FAST])  # fmt: skip
 
 
 def run_quickstart(tmp_path: Path, *extra: str, epochs: int = 2) -> int:
@@ -144,7 +146,4 @@ def test_help_names_the_bundled_configs(capsys: pytest.CaptureFixture) -> None:
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_every_config_runs_fast_dev_run_on_a_gpu_in_bf16(config: Path, tmp_path: Path) -> None:
-    args = ["--config", str(config), "--trainer.fast_dev_run=true", "--data.fake=true", "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.accelerator=gpu", "--trainer.precision=bf16-mixed", *FAST]  # fmt: skip
-    assert main(args) == 0
+    assert fast_dev_run(config, tmp_path, "--trainer.accelerator=gpu", "--trainer.precision=bf16-mixed") == 0

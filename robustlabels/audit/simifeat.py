@@ -309,11 +309,14 @@ class _Rounds:
 
     ``vote_sum[i, 0]`` sums point ``i``'s normalised self-vote over rounds and ``vote_sum[i, 1 + j]`` the vote of
     its ``j``-th full-set neighbour: every round's neighbours come from the same list, so the votes averaged
-    over rounds live on these ``1 + search_k`` slots whatever the number of classes.
+    over rounds live on these ``1 + search_k`` slots whatever the number of classes. ``idx`` may hold the lists of
+    rows ``[first, first + R)`` only (a shard of the sharded audit, robustlabels.scale): the accumulators are then
+    per local row and ``labels`` stays indexed by global row.
     """
 
-    def __init__(self, sims: np.ndarray, idx: np.ndarray, labels: np.ndarray, *, k: int, num_classes: int) -> None:
-        self.sims, self.idx, self.labels, self.k, self.c = sims, idx, labels, k, num_classes
+    def __init__(self, sims: np.ndarray, idx: np.ndarray, labels: np.ndarray, *, k: int, num_classes: int,
+                 first: int = 0) -> None:  # fmt: skip
+        self.sims, self.idx, self.labels, self.k, self.c, self.first = sims, idx, labels, k, num_classes, first
         n, width = idx.shape
         self.vote_sum = np.zeros((n, 1 + width), dtype=np.float32)
         self.used = np.zeros((n, 1 + width), dtype=bool)
@@ -325,14 +328,14 @@ class _Rounds:
         return np.where(idx >= 0, self.labels[idx], -1)
 
     def block(self, rows: np.ndarray, sampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Votes for ``rows`` within ``sampled``; returns their scores and winning labels."""
+        """Votes for local ``rows`` within ``sampled``; returns their scores and winning labels."""
         kept = _restrict(self.idx[rows], self.sims[rows], sampled, self.k - 1)
-        sims, idx = _self_first(rows, kept)
+        sims, idx = _self_first(rows + self.first, kept)
         weights = _vote_weights(sims, idx)
         slot_labels = self._slot_labels(idx)
         agg = _aggregate(weights, slot_labels)
         norm = np.maximum(np.sqrt(np.maximum(np.einsum("rj,rj->r", weights, agg), 0)), 1e-12)
-        own = np.einsum("rj,rj->r", weights, slot_labels == self.labels[rows][:, None]) / norm
+        own = np.einsum("rj,rj->r", weights, slot_labels == self.labels[rows + self.first][:, None]) / norm
         scores = -np.log(np.maximum(own, 0) + EPS)
         winner = _winner(agg, slot_labels, idx >= 0, self.c)
         normalised = weights / norm[:, None]
@@ -355,9 +358,9 @@ class _Rounds:
 
     def suggested(self) -> np.ndarray:
         """Label with the largest averaged vote (``argmax`` over the votes summed across rounds)."""
-        out = np.empty(len(self.labels), dtype=np.int64)
-        for rows in _blocks(np.arange(len(self.labels))):
-            slot_labels = self._slot_labels(np.concatenate([rows[:, None], self.idx[rows]], axis=1))
+        out = np.empty(len(self.idx), dtype=np.int64)
+        for rows in _blocks(np.arange(len(self.idx))):
+            slot_labels = self._slot_labels(np.concatenate([(rows + self.first)[:, None], self.idx[rows]], axis=1))
             out[rows] = _winner(_aggregate(self.vote_sum[rows], slot_labels), slot_labels, self.used[rows], self.c)
         return out
 

@@ -21,14 +21,10 @@ import numpy as np
 # The local method's private helpers, shared so that both paths compute the same votes bit for bit.
 from robustlabels.audit.simifeat import (
     DENSE_TRIPLETS_UP_TO,
-    EPS,
-    _aggregate,
     _blocks,
     _restrict,
-    _self_first,
+    _Rounds,
     _subsamples,
-    _vote_weights,
-    _winner,
 )
 from robustlabels.errors import InputError
 
@@ -66,43 +62,10 @@ def shard_triplet_counts(sims: np.ndarray, idx: np.ndarray, first: int, labels: 
     return total
 
 
-class ShardRounds:
+class ShardRounds(_Rounds):
     """Rule ``mv`` rounds over one shard: the local ``_Rounds`` accumulators for rows ``[first, first + R)``."""
 
-    def __init__(self, sims: np.ndarray, idx: np.ndarray, first: int, labels: np.ndarray, *, k: int,
-                 num_classes: int) -> None:  # fmt: skip
-        self.sims, self.idx, self.first, self.labels, self.k, self.c = sims, idx, first, labels, k, num_classes
-        r, width = idx.shape
-        self.vote_sum = np.zeros((r, 1 + width), dtype=np.float32)
-        self.used = np.zeros((r, 1 + width), dtype=bool)
-        self.score_sum = np.zeros(r)
-        self.times = np.zeros(r, dtype=np.int64)
-        self.flag_count = np.zeros(r, dtype=np.int64)
-
-    def _slot_labels(self, idx: np.ndarray) -> np.ndarray:
-        return np.where(idx >= 0, self.labels[idx], -1)
-
-    def block(self, rows: np.ndarray, sampled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Votes for local ``rows`` within ``sampled``; their scores and winning labels."""
-        kept = _restrict(self.idx[rows], self.sims[rows], sampled, self.k - 1)
-        sims, idx = _self_first(rows + self.first, kept)
-        weights = _vote_weights(sims, idx)
-        slot_labels = self._slot_labels(idx)
-        agg = _aggregate(weights, slot_labels)
-        norm = np.maximum(np.sqrt(np.maximum(np.einsum("rj,rj->r", weights, agg), 0)), 1e-12)
-        own = np.einsum("rj,rj->r", weights, slot_labels == self.labels[rows + self.first][:, None]) / norm
-        scores = -np.log(np.maximum(own, 0) + EPS)
-        winner = _winner(agg, slot_labels, idx >= 0, self.c)
-        normalised = weights / norm[:, None]
-        stride = self.vote_sum.shape[1]
-        flat_sum, flat_used = self.vote_sum.reshape(-1), self.used.reshape(-1)
-        targets = np.concatenate([rows * stride, rows[kept.rows] * stride + 1 + kept.cols])
-        neighbour_votes = normalised.reshape(-1)[kept.rows * self.k + 1 + kept.slots]
-        flat_sum[targets] += np.concatenate([normalised[:, 0], neighbour_votes])
-        flat_used[targets] = True
-        return scores, winner
-
-    def round(self, sampled: np.ndarray) -> None:
+    def round(self, sampled: np.ndarray) -> None:  # type: ignore[override]
         """One round: every sampled row of the shard votes; ``mv`` flags a winner other than the given label."""
         local = np.flatnonzero(sampled[self.first : self.first + len(self.idx)])
         for rows in _blocks(local):
@@ -118,18 +81,13 @@ class ShardRounds:
             everyone = np.ones(len(self.labels), dtype=bool)
             self.score_sum[unseen] = np.concatenate([self.block(b, everyone)[0] for b in _blocks(unseen)])
         noisy_avg = (self.flag_count + 1) / (self.times + 2)
-        suggested = np.empty(len(self.idx), dtype=np.int64)
-        for rows in _blocks(np.arange(len(self.idx))):
-            slot_labels = self._slot_labels(np.concatenate([(rows + self.first)[:, None], self.idx[rows]], axis=1))
-            suggested[rows] = _winner(_aggregate(self.vote_sum[rows], slot_labels), slot_labels, self.used[rows],
-                                      self.c)  # fmt: skip
-        return self.score_sum / np.maximum(self.times, 1), noisy_avg > 0.5, suggested
+        return self.score_sum / np.maximum(self.times, 1), noisy_avg > 0.5, self.suggested()
 
 
 def shard_votes(sims: np.ndarray, idx: np.ndarray, first: int, labels: np.ndarray, masks: list[np.ndarray], *, k: int,
                 num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Rule ``mv`` over all rounds for one shard: ``(R,)`` scores, flags and suggested labels."""
-    state = ShardRounds(sims, idx, first, labels, k=k, num_classes=num_classes)
+    state = ShardRounds(sims, idx, labels, k=k, num_classes=num_classes, first=first)
     for sampled in masks:
         state.round(sampled)
     return state.finish()
