@@ -214,6 +214,34 @@ def test_imdb_pref_module_on_the_upstream_layout_with_rating_gap_noise(tmp_path:
     assert dm.noisy is not None and dm.noisy.realized_rate > 0
 
 
+def test_imdb_pref_reads_and_embeds_once_per_process_until_the_reviews_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reused suite worker fits many cells: the reviews are read and embedded once, again after they change."""
+    from robustlabels.data import pairs
+
+    embedded: list[int] = []
+
+    def fake_encode(texts: list[str], **_: object) -> np.ndarray:
+        embedded.append(len(texts))
+        return np.stack([[len(t), t.count("1"), hash(t) % 7] for t in texts]).astype(np.float32)
+
+    monkeypatch.setattr(pairs.text_features, "encode_texts", fake_encode)
+    root = write_acl_imdb(tmp_path)
+
+    def served() -> dict[str, np.ndarray]:
+        dm = IMDBPrefDataModule(str(root), noise=SymmetricNoise(0.2), batch_size=8)
+        dm.setup()
+        return {split: ds.inputs.numpy() for split, ds in dm.datasets.items()}
+
+    first, second = served(), served()
+    assert embedded == [24] and all(np.array_equal(first[s], second[s]) for s in first)
+    review = next((root / "aclImdb" / "test" / "pos").glob("*.txt"))
+    review.write_text(review.read_text() + " and more")
+    served()
+    assert embedded == [24, 24]
+
+
 @pytest.mark.skipif(not SHARED_IMDB.is_dir(), reason="the shared IMDB data is not next to this checkout")
 def test_imdb_pref_from_the_shared_data_matches_the_documented_counts() -> None:
     reviews = read_imdb_reviews(str(SHARED_IMDB))

@@ -307,7 +307,7 @@ def test_mean_curve_averages_over_seeds_per_epoch() -> None:
 # ---- running ------------------------------------------------------------------------------------------
 def test_a_failed_cell_is_recorded_and_fail_fast_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = "import sys; print('error: model.strategy: unknown class'); sys.exit(2)"
-    monkeypatch.setattr(runner, "fit_command", lambda config: [sys.executable, "-c", script])
+    monkeypatch.setattr(runner, "fit_command", lambda path, config: [sys.executable, "-c", script])
     suite = load_suite(write_suite(tmp_path))
     cells = grid(suite, seeds=[0], settings=["symmetric-0.4"])
     stats = runner.run_suite(suite, cells, tmp_path / "out", jobs=1, fail_fast=True)
@@ -332,6 +332,8 @@ def test_smoke_suite_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Captu
     assert all(0.0 < float(r["final_test_acc"]) <= 1.0 and 0.3 < float(r["realized_rate"]) < 0.5 for r in rows)
     config = yaml.safe_load((out / Cell("digits", "symmetric-0.4", "oracle", 0).path / "config.yaml").read_text())
     assert config["trainer"]["max_epochs"] == 1 and config["model"]["strategy"] == {"class_path": "Oracle"}
+    checkpoints = out / Cell("digits", "symmetric-0.4", "oracle", 0).path / "run" / "version_0" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]  # one write, after the last epoch
     assert (out / "curves.png").stat().st_size > 0 and "| symmetric 0.4 |" in (out / "report.md").read_text()
 
     started = time.perf_counter()
