@@ -163,6 +163,7 @@ def _fit_here(args: list[str], log: IO[str]) -> int:
     """``python -m robustlabels.fit ARGS`` in this process (``runpy``, as ``-m`` runs it: the entry point is not
     imported), its stdout and stderr (file descriptors 1 and 2, so Lightning's and torch's output too) sent to
     ``log``; the exit code (1 after an uncaught exception)."""
+    import gc
     import runpy
     import traceback
 
@@ -181,6 +182,10 @@ def _fit_here(args: list[str], log: IO[str]) -> int:
         traceback.print_exc()
         return 1
     finally:
+        # A finished fit leaves reference cycles (Lightning's trainer, jsonargparse's parser) that hold the cell's
+        # data; few container objects are allocated per cell, so Python's collector may not reach them for dozens
+        # of cells, and a worker grew by about 200 MB per cell until the OOM killer stopped it. Collect them here.
+        gc.collect()
         sys.argv = argv
         sys.stdout.flush()
         sys.stderr.flush()
