@@ -22,12 +22,15 @@ by :func:`robustlabels.features.image.encode_images` (the ``images`` extra) and 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from robustlabels.data.catalog import ENV_VAR
 from robustlabels.data.datamodule import FeatureDataModule, stratified_split
+from robustlabels.data.read_once import read_once
 from robustlabels.data.readers import read_image_folder, read_image_npz, read_label_spec
 from robustlabels.errors import InputError, check_file, check_interval
 from robustlabels.io import sha256_of_file
@@ -115,13 +118,22 @@ class ImageFeaturesDataModule(FeatureDataModule):
                     "class_names": np.array(arrays.class_names)}  # fmt: skip
 
         files = located[1] if isinstance(located[1], (tuple, list)) else ()  # digits: bundled, no files
-        encoder = encoder_fingerprint(resolve_encoder(self.encoder, self.encoder_weights), self.resolution)
-        digest = hashlib.sha256(f"robustlabels-catalog-features/{self.dataset}/{split}\0{encoder}".encode())
-        for file in files:
-            digest.update(sha256_of_file(file).encode())
-        folder = Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
-        cached = cached_npz(folder, digest.hexdigest(), compute, what=f"{self.dataset} {split} features")
-        return cached["features"], cached["labels"].astype(np.int64), [str(n) for n in cached["class_names"]]
+        spec = resolve_encoder(self.encoder, self.encoder_weights)
+
+        def read() -> dict[str, np.ndarray]:
+            encoder = encoder_fingerprint(spec, self.resolution)
+            digest = hashlib.sha256(f"robustlabels-catalog-features/{self.dataset}/{split}\0{encoder}".encode())
+            for file in files:
+                digest.update(sha256_of_file(file).encode())
+            folder = Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
+            return cached_npz(folder, digest.hexdigest(), compute, what=f"{self.dataset} {split} features")
+
+        weights = [Path(spec.weights)] if Path(spec.weights).is_file() else []
+        key = ("catalog features", self.dataset, split, self.root, spec, self.resolution, self.cache_dir,
+               os.getcwd(), os.environ.get(ENV_VAR))  # fmt: skip
+        cached = read_once(key, read, lambda _: [*map(Path, files), *weights])  # a suite worker reads them once
+        return (cached["features"].copy(), cached["labels"].astype(np.int64),
+                [str(n) for n in cached["class_names"]])  # fmt: skip
 
     def read_splits(self) -> tuple[dict[str, tuple[np.ndarray, ...]], int]:
         """``{"train": (features, labels[, true]), "test": (features, labels)}`` and ``C``.

@@ -34,6 +34,7 @@ import numpy as np
 
 from robustlabels.data.catalog import ENV_VAR
 from robustlabels.data.datamodule import NoisyLabelDataModule
+from robustlabels.data.read_once import read_once
 from robustlabels.data.tables import table_format, table_records, tfidf_features
 from robustlabels.errors import InputError, check_choice
 from robustlabels.features import text as text_features
@@ -528,31 +529,21 @@ class IMDBPrefDataModule(PairDataModule):
     def _build_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if self.features != "minilm":
             return super()._build_splits()
-        # one embedding of every review in file order (one cache file), then gathered per pair
-        key = (self.root, os.getcwd(), os.environ.get(ENV_VAR), self.cache_dir, self.max_pairs_per_movie,
-               self.pair_seed)  # fmt: skip
-        read = _READ_ONCE.get(key)
-        if read is None or _files_state(read[0][0].source) != read[1]:
-            self.pairs = self.read_pairs()
+        # one embedding of every review in file order (one cache file), then gathered per pair; once per process
+        def read() -> tuple[Reviews, dict[str, np.ndarray], dict[str, PreferencePairs], np.ndarray]:
+            pairs = self.read_pairs()
             assert self.reviews is not None
-            emb = text_features.encode_texts(self.reviews.texts, cache_dir=self.cache_dir)
-            _READ_ONCE.clear()
-            _READ_ONCE[key] = (self.reviews, self.indices, self.pairs, emb), _files_state(self.reviews.source)
-        (self.reviews, self.indices, self.pairs, emb), _ = _READ_ONCE[key]
+            return self.reviews, self.indices, pairs, text_features.encode_texts(self.reviews.texts,
+                                                                                 cache_dir=self.cache_dir)
+
+        def sources(value: tuple[Reviews, Any, Any, Any]) -> list[Path]:  # the jsonl and its url lists, or aclImdb
+            source = Path(value[0].source)
+            return [source] if source.is_dir() else [source, *sorted(source.parent.glob("urls_test_*.txt"))]
+
+        key = ("imdb_pref", self.root, os.getcwd(), os.environ.get(ENV_VAR), self.cache_dir, self.max_pairs_per_movie,
+               self.pair_seed)  # fmt: skip
+        self.reviews, self.indices, self.pairs, emb = read_once(key, read, sources)
         return self._orient({split: (emb[ix[:, 0]], emb[ix[:, 1]]) for split, ix in self.indices.items()})
-
-
-# A suite worker (`--reuse-processes`) fits hundreds of IMDB-Pref cells: each process reads and embeds the reviews
-# once (about 1.5 s per cell otherwise), again only when their file changes. One entry: the last data read.
-_READ_ONCE: dict[tuple[Any, ...], tuple[tuple[Any, ...], tuple[tuple[str, int, int], ...]]] = {}
-
-
-def _files_state(source: str) -> tuple[tuple[str, int, int], ...]:
-    """``(path, mtime in ns, size)`` of the files the reviews were read from (a jsonl and its url lists, or every
-    file of an aclImdb ``test`` folder): a changed file invalidates :data:`_READ_ONCE`."""
-    path = Path(source)
-    files = sorted(path.rglob("*")) if path.is_dir() else [path, *sorted(path.parent.glob("urls_test_*.txt"))]
-    return tuple((str(f), st.st_mtime_ns, st.st_size) for f in files if f.is_file() for st in [f.stat()])
 
 
 # ---- HH-RLHF --------------------------------------------------------------------------------------------
