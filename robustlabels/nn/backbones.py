@@ -240,7 +240,7 @@ class PairwiseScorer(Backbone):
     Args:
         scorer: the backbone of ``r`` (any name of this registry), built with one output.
         **scorer_kwargs: its options (``hidden``, ``depth``, ...); the default scorer is an MLP with one hidden
-            layer of 256 units (CRM-style benchmark: 384 → 256 → 1).
+            layer of 256 units (the IMDB-Pref config sets 64: 384 → 64 → 1).
 
     Reference: Bradley & Terry, "Rank Analysis of Incomplete Block Designs", Biometrika 1952.
     """
