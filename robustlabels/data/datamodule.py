@@ -44,8 +44,7 @@ class ArrayDataset(Dataset[Batch]):
 
     def __getitem__(self, positions: list[int]) -> Batch:  # type: ignore[override]
         idx = torch.as_tensor(positions, dtype=torch.long)
-        # index_select: the same rows as ``inputs[idx]``, about 1.7x faster on CPU (a batch of 256 x 1280)
-        return Batch(self.inputs.index_select(0, idx), self.targets[idx], idx, self.clean_targets[idx])
+        return Batch(self.inputs[idx], self.targets[idx], idx, self.clean_targets[idx])
 
 
 class EpochBatchSampler(Sampler[list[int]]):
