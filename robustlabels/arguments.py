@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from typing import NoReturn
 
-from robustlabels.errors import InputError
+from robustlabels.errors import SEED_MAX, InputError
 
-SEED_MAX = 2**32 - 1  # the widest range every seeded library here accepts (numpy, sklearn, Lightning)
+THREADS_PER_CPU = 4  # the most threads per CPU a --threads may ask for: more only oversubscribes the machine
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -51,6 +52,16 @@ def positive_number(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text!r}")
     return value
+
+
+def threads(text: str) -> int:
+    """A ``type=`` for a thread count: 1 to :data:`THREADS_PER_CPU` per CPU this process may run on (a huge count
+    would exhaust the memory on thread stacks before any work)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        return integer(1, THREADS_PER_CPU * cpus)(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err} ({THREADS_PER_CPU} per CPU; this machine has {cpus})") from None
 
 
 seed = integer(0, SEED_MAX)

@@ -35,7 +35,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     Lightning writes the final path in place, so a full disk leaves a truncated ``epoch=0-step=41.ckpt`` that
     does not load. ``torch.save`` streams into the temporary file (no second copy in memory, unlike Lightning's
-    own in-memory buffer). :attr:`last_written` is the last checkpoint written whole.
+    own in-memory buffer); its zip writer reports a failed ``write`` as ``RuntimeError: unexpected pos ...``, so the
+    ``OSError`` behind it (a full disk) is kept by :class:`WriteErrors` and raised instead. :attr:`last_written` is
+    the last checkpoint written whole.
     """
 
     def __init__(self) -> None:
@@ -47,10 +49,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         try:
             with atomic_open(path, "wb") as handle:
-                torch.save(checkpoint, handle)
+                writer = WriteErrors(handle)
+                try:
+                    torch.save(checkpoint, writer)
+                except RuntimeError:
+                    if writer.error is None:
+                        raise
+                    raise writer.error from None
         except OSError as err:  # name the checkpoint: a failed write() names no file
             raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         self.last_written = Path(path)
+
+
+class WriteErrors:
+    """A binary file whose ``write`` keeps the first :class:`OSError` it raised (``error``); everything else is the
+    file's own."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            written: int = self.handle.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
 
 
 def use_atomic_checkpoints(trainer: Any) -> AtomicCheckpointIO | None:

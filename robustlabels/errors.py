@@ -10,6 +10,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+#: The widest seed range every seeded library here accepts (numpy, scikit-learn, Lightning).
+SEED_MAX = 2**32 - 1
+
 
 class InputError(ValueError):
     """Bad user input: a one-line message naming the file or field and the offending value."""
@@ -29,6 +32,16 @@ def check_interval(
     if not ok:
         bracket = ("[" if left else "(") + f"{low}, {high}" + ("]" if right else ")")
         raise InputError(f"`{name}` must be in {bracket}; got {value!r}")
+    return value
+
+
+def check_at_least(name: str, value: int, low: int, *, otherwise: str = "") -> int:
+    """Raise :class:`InputError` unless the integer ``value`` is at least ``low``; return it unchanged.
+
+    ``otherwise``: what else the field takes, for the message (``"or null for the whole split"``).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"`{name}` must be >= {low}{f' ({otherwise})' if otherwise else ''}; got {value!r}")
     return value
 
 

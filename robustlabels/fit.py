@@ -36,6 +36,7 @@ from robustlabels.checkpoints import (
 from robustlabels.cli import RobustCLI, one_line, report_error, resolve_config_args, trainer_defaults
 from robustlabels.data import NoisyLabelDataModule
 from robustlabels.errors import InputError
+from robustlabels.io import check_output_folder, missing_folders, remove_empty_folders
 from robustlabels.memory import keep_freed_heap
 from robustlabels.module import RobustModule
 
@@ -43,24 +44,28 @@ INTERRUPTED = 130  # the shell's code for a process ended by SIGINT (128 + 2)
 
 
 class RunFolder:
-    """The run's logger folder (``runs/<name>/version_N``), removed again when the run ends early before it saved
-    a checkpoint: a bad input found at setup would otherwise leave an empty or config-only ``version_N``."""
+    """The run's folder (``runs/<name>/version_N``, or ``default_root_dir`` without a logger), checked before the
+    run and removed again when the run ends early before it saved a checkpoint: a bad input found at setup would
+    otherwise leave an empty or config-only ``version_N`` (and the ``runs/<name>`` and ``runs`` made for it)."""
 
     def __init__(self, trainer: Any) -> None:
-        self.path = run_dir(trainer)
-        self.existed = self.path is None or self.path.exists()
-        self.parent_existed = self.path is None or self.path.parent.exists()  # runs/<name> of a first run
+        self.path = run_dir(trainer) or Path(trainer.default_root_dir)
+        self.made = missing_folders(self.path)  # deepest first: the folders this run creates
+
+    def check(self) -> None:
+        """:class:`InputError` unless the run folder can be made and written (not under a file, a read-only mount, a
+        folder without permission): one line, before any training."""
+        check_output_folder(self.path, flag="the run folder")
 
     def remove_if_empty_handed(self, finished_epochs: int) -> None:
-        """Remove the folder (and ``runs/<name>`` if this run made it and it is empty) if this run created it,
-        finished no epoch and holds no checkpoint: nothing in it is worth keeping."""
-        if self.path is None or self.existed or not self.path.is_dir() or finished_epochs > 0:
+        """Remove the folder (and the parents this run made, if empty) if this run created it, finished no epoch
+        and holds no checkpoint: nothing in it is worth keeping."""
+        if not self.made or not self.path.is_dir() or finished_epochs > 0:
             return
         if any(self.path.rglob("*.ckpt")):
             return
         shutil.rmtree(self.path, ignore_errors=True)
-        if not self.parent_existed and not any(self.path.parent.iterdir()):
-            self.path.parent.rmdir()
+        remove_empty_folders(self.made[1:])
 
 
 def main(args: list[str] | None = None) -> int:
@@ -78,6 +83,7 @@ def main(args: list[str] | None = None) -> int:
         cli = build_cli(given, args)
         writer = use_atomic_checkpoints(cli.trainer)
         folder = RunFolder(cli.trainer)
+        folder.check()
         fit(cli)
     except (InputError, ArgumentError) as err:
         return end_early(folder, cli, report_error(one_line(err)))

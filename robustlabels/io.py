@@ -59,6 +59,25 @@ def read_failure(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what creating it would create."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if os.path.lexists(candidate):
+            break
+        missing.append(candidate)
+    return missing
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first, as :func:`missing_folders` lists them) up to the first that is not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def check_output_folder(out: Path, *, flag: str = "--out") -> None:
     """:class:`InputError` unless ``out`` is a folder, or can be made one, in which this process may write."""
     existing = out

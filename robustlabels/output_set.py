@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlabels.errors import InputError
-from robustlabels.io import atomic_write_text, check_output_folder
+from robustlabels.io import atomic_write_text, check_output_folder, missing_folders, remove_empty_folders
 
 LOCK_NAME = ".robustlabels.lock"
 PARTIAL_PREFIX = ".robustlabels-partial-"
@@ -95,7 +95,8 @@ class OutputSet:
     def __enter__(self) -> OutputSet:
         self._check_target()
         try:
-            self._made = _make_folder(self.out)
+            self._made = missing_folders(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
             finish_leftovers(self.out, self.members)
             self._check_existing()
@@ -200,11 +201,7 @@ class OutputSet:
         self._open = False
         shutil.rmtree(self.staging, ignore_errors=True)
         self._lock.release()
-        for folder in self._made:  # deepest first; stops at the first that holds something
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_empty_folders(self._made)
 
 
 def publish_committed(committed: Path) -> None:
@@ -259,17 +256,6 @@ def _read_plan(committed: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None  # removed with the rest of the folder by a run killed as it cleaned up
     return plan
-
-
-def _make_folder(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; return the folders created, deepest first."""
-    missing = []
-    for candidate in (folder, *folder.parents):
-        if os.path.lexists(candidate):
-            break
-        missing.append(candidate)
-    folder.mkdir(parents=True, exist_ok=True)
-    return missing
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -328,8 +314,11 @@ class _FolderLock:
                                      f"{owner})") from None  # fmt: skip
                 return  # no flock here (some network file systems): unlocked
             if _same_file(fd, self.path):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                except OSError:
+                    pass  # a full disk: the pid only names the owner to a refused run; the first real write fails
                 self.fd = fd
                 _LOCKS_HELD.add(fd)
             else:

@@ -160,6 +160,7 @@ NUMERIC_FLAGS = {
     "audit-folds-1": Case("audit", f"{AUDIT} --folds 1", ("--folds", "'1'")),
     "audit-threads-negative": Case("audit", f"{AUDIT} --threads -1", ("--threads", "'-1'")),
     "audit-threads-0": Case("audit", f"{AUDIT} --threads 0", ("--threads", "'0'")),
+    "audit-threads-huge": Case("audit", f"{AUDIT} --threads 100000", ("--threads", "'100000'", "per CPU")),
     "audit-epochs-0": Case("audit", f"{AUDIT} --epochs 0", ("--epochs", "'0'")),
     "audit-epochs-negative": Case("audit", f"{AUDIT} --epochs -1", ("--epochs", "'-1'")),
     "audit-epochs-float": Case("audit", f"{AUDIT} --epochs 2.5", ("--epochs", "'2.5'")),
@@ -565,3 +566,46 @@ def test_fuzzed_label_files_are_read_or_refused_in_one_line(label_file: tuple[st
                 assert json.loads((out / "manifest.json").read_text())["num_samples"] == labels.size
             else:
                 assert len(labels) == FUZZ_N and len(np.unique(labels)) >= 2
+
+
+# ---- fuzz: any value of a numeric flag is taken or refused in one line naming the flag ---------------------------
+FUZZ_FLAGS = {"inject": ("--seed", "--num-classes", "--rate"),
+              "audit": ("--seed", "--folds", "--k", "--rounds", "--graph-folds", "--l2", "--encoder-resolution")}
+FLAG_VALUES = st.one_of(
+    st.integers(-5, 40).map(str),
+    st.integers(10**6, 10**20).map(str),  # huge: a class count no memory holds, a seed past 2**32
+    st.integers(-(10**20), -1).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", "abc", "1e400", "0x10", " 3", "+2", "1_000", "-0", "2.0", "1e3", "٣"]),
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(cli=st.sampled_from(["inject", "inject", "audit"]), data=st.data())
+def test_fuzzed_numeric_flags_are_taken_or_refused_in_one_line(cli: str, data: st.DataObject, tmp_path: Path) -> None:
+    """Whatever text a numeric flag gets, the run either succeeds and writes a whole set, or exits 2 with one line
+    naming the flag (``rate``: the noise model's field) and leaves ``--out`` as it was; never a traceback, a hang or
+    another exit code."""
+    import tempfile
+
+    flag, value = data.draw(st.sampled_from(FUZZ_FLAGS[cli])), data.draw(FLAG_VALUES)
+    with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
+        d, out = Path(tmp) / "in", Path(tmp) / "out"
+        make_base_inputs(d)
+        base = (INJECT.replace(" --rate 0.2", "") if flag == "--rate" else INJECT) if cli == "inject" else AUDIT
+        code, err = run_quietly(cli, [*shlex.split(base.format(d=d)), f"{flag}={value}", "--out", str(out)])
+        hypothesis.event(f"{cli} {flag} exit {code}")
+        if code == 2:
+            assert err.count("\n") == 1 and err.startswith("error: ") and flag.lstrip("-") in err, err
+            assert snapshot(out) == {}
+            return
+        assert code == 0, err
+        seal = out / ("manifest.json" if cli == "inject" else "summary.json")
+        summary = json.loads(seal.read_text())
+        if cli == "inject":
+            labels = np.load(out / "labels.npy")
+            assert summary["labels_sha256"] == hashlib.sha256(labels.astype("<i8").tobytes()).hexdigest()
+            assert 0 <= summary["realized_rate"] <= 1 and labels.max() < summary["num_classes"]
+        else:
+            assert summary["num_examples"] == N

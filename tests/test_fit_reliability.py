@@ -9,7 +9,6 @@ full disk: exit 1, one line, no truncated checkpoint, the last complete one kept
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import shlex
@@ -107,6 +106,12 @@ BAD_INPUT: dict[str, tuple[list[str], list[str]]] = {
     "NCR k larger than the batch": ([NCR], ["`k` (40)", "batch size (32)"]),
     "train_subset 0": (["--data.init_args.train_subset=0"], ["train_subset", "got 0"]),
     "train_subset -5": (["--data.init_args.train_subset=-5"], ["train_subset", "got -5"]),
+    "eval_batch_size 0": (["--data.init_args.eval_batch_size=0"], ["`eval_batch_size` must be >= 1", "got 0"]),
+    "num_workers -1": (["--data.init_args.num_workers=-1"], ["`num_workers` must be >= 0", "got -1"]),
+    "noise_seed -1": (["--data.init_args.noise_seed=-1"], ["`noise_seed` must be in [0, 4294967295]", "got -1"]),
+    "split_seed 2**32": (["--data.init_args.split_seed=4294967296"], ["`split_seed`", "got 4294967296"]),
+    "run folder under a file": (["--trainer.logger.init_args.save_dir={LABELS}/garbage.ckpt/runs"],
+                                ["the run folder", "garbage.ckpt' is a file"]),
     "misspelled max_epochs": (["--trainer.max_epoch=3"], ["--trainer.max_epoch=3"]),
     "precision bogus": (["--trainer.precision=bogus"], ["trainer.precision", "'bogus'", "16-mixed", "bf16"]),
     "exact=maybe": (["--data.init_args.noise.init_args.exact=maybe"],
@@ -138,11 +143,33 @@ def test_bad_input_is_one_named_error_and_leaves_no_run_folder(
 
 def test_a_refused_start_after_the_run_folder_exists_removes_it(tmp_path: Path, label_files: Path) -> None:
     """The single-class check runs in the data module's setup, after Lightning made ``version_0``: the folder goes,
-    while earlier runs' folders stay."""
+    while earlier runs' folders stay; so do the parents it made (``runs/<name>``, ``runs``, ...)."""
     (tmp_path / "quickstart" / "version_0").mkdir(parents=True)
     args = [*LABELS, f"--data.init_args.noise.init_args.path={label_files}/one_class.npy"]
     assert fit(tmp_path, "--trainer.max_epochs=1", *args) == 2
     assert versions(tmp_path) == ["version_0"]
+    nested = tmp_path / "new" / "runs"
+    assert fit(tmp_path, "--trainer.max_epochs=1", *args, f"--trainer.logger.init_args.save_dir={nested}") == 2
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only folder (or mount) for the runs: one line naming it, not Lightning's traceback from ``makedirs``.
+    (As root, who may write anyway, ``os.access`` says no, as it does on a read-only mount.)"""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        return False if Path(path) == locked else real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    assert fit(tmp_path, "--trainer.max_epochs=1", f"--trainer.logger.init_args.save_dir={locked}") == 2
+    [line] = error_lines(capsys)
+    assert line.startswith(f"error: the run folder '{locked / 'quickstart' / 'version_0'}': cannot write in '{locked}'")
+    assert list(locked.iterdir()) == []
 
 
 # ---- resuming ---------------------------------------------------------------------------------------------------
@@ -255,27 +282,47 @@ def test_sigint_to_the_process_exits_130_with_one_line(tmp_path: Path) -> None:
 
 
 # ---- a full disk ----------------------------------------------------------------------------------------------
+class FillingDisk:
+    """A file on a disk that fills after ``room`` bytes: a later ``write`` raises ENOSPC, as a real full disk does
+    (``torch.save``'s zip writer then raises its own ``RuntimeError: unexpected pos ...``)."""
+
+    def __init__(self, real: Any, room: int) -> None:
+        self.real, self.room = real, room
+
+    def write(self, data: Any) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return int(self.real.write(data))
+
+    def __enter__(self) -> FillingDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.real.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 def test_a_full_disk_is_one_line_exit_1_and_keeps_the_last_complete_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The disk fills while epoch 1's checkpoint is written: half of it reaches the file, then ENOSPC."""
-    real_save = torch.save
+    """The disk fills while epoch 1's checkpoint is written: 100 kB of it reach the file, then ENOSPC."""
+    real_fdopen = os.fdopen
 
-    def save_until_full(checkpoint: dict[str, Any], handle: Any, *args: Any, **kwargs: Any) -> None:
-        if not isinstance(checkpoint, dict) or checkpoint.get("epoch", 0) < 1:
-            return real_save(checkpoint, handle, *args, **kwargs)
-        buffer = io.BytesIO()
-        real_save(checkpoint, buffer)
-        handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        handle = real_fdopen(fd, *args, **kwargs)
+        filling = ".epoch=1-" in os.readlink(f"/proc/self/fd/{fd}")  # the temporary of epoch 1's checkpoint
+        return FillingDisk(handle, 100_000) if filling else handle
 
-    monkeypatch.setattr(torch, "save", save_until_full)
+    monkeypatch.setattr(os, "fdopen", fdopen)
     assert fit(tmp_path, "--trainer.max_epochs=3") == 1
     [line] = error_lines(capsys)
     folder = tmp_path / "quickstart" / "version_0" / "checkpoints"
     assert "No space left on device" in line and "epoch=1" in line
     assert f"the last complete checkpoint is {folder / 'last.ckpt'}" in line
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir()) == ["epoch=0-step=5.ckpt", "last.ckpt"]  # no temporary left
     for path in folder.iterdir():
         assert torch.load(path, weights_only=True)["epoch"] == 0  # whole, and the last good one

@@ -362,6 +362,28 @@ def test_inject_on_a_full_disk_is_one_line_and_keeps_the_old_set(tmp_path: Path,
     assert file_hashes(out) == before and inject_state(out) == "seed 1" and hidden_leftovers(out) == []
 
 
+def test_a_disk_without_any_space_is_one_line_naming_the_first_output_and_leaves_no_lock(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Not even the lock's pid can be written: the run goes on to its first output, which names the full disk."""
+    from robustlabels.inject import main
+
+    source, out = save_source(tmp_path / "clean.npy", 3000), tmp_path / "out"
+    assert main(inject_args(source, out, 1)) == 0
+    before = file_hashes(out)
+    capsys.readouterr()
+    disk_full_from(monkeypatch, 1)
+    monkeypatch.setattr(os, "write", lambda fd, data: raise_enospc())
+    assert main(inject_args(source, out, 2, "--force")) == 2
+    assert capsys.readouterr().err == (f"error: cannot write '{out / 'labels.npy'}': No space left on device; the "
+                                       f"outputs in '{out}' are unchanged\n")  # fmt: skip
+    assert file_hashes(out) == before and hidden_leftovers(out) == []
+
+
+def raise_enospc() -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_inject_ctrl_c_is_one_line_exit_130_and_nothing_written(tmp_path: Path, capsys, monkeypatch) -> None:
     import robustlabels.inject as inject
 
@@ -547,3 +569,60 @@ def test_audit_refuses_to_overwrite_its_own_input(tmp_path: Path, audit_inputs: 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "issues.csv' would overwrite an input file" in err
     assert file_hashes(out, AUDIT_NAMES) == before
+
+
+def audit_set(out: Path, references: dict[str, dict[str, str]]) -> str:
+    """``absent``, ``unsealed``, ``mixed`` or the labels file (``y``, ``y2``) of the whole audit set in ``out``: its
+    summary.json names that file, and issues.csv and report.html are byte for byte that file's reference run's."""
+    if not (out / "summary.json").exists():
+        return "unsealed" if any((out / name).exists() for name in AUDIT_NAMES) else "absent"
+    command = json.loads((out / "summary.json").read_text(encoding="utf-8"))["command"]
+    for labels, reference in references.items():
+        if f"/{labels}.npy" in command:
+            same = file_hashes(out, ("issues.csv", "report.html")) == reference
+            return labels if same else "mixed"
+    return "mixed"
+
+
+def test_a_kill_at_any_step_of_audit_leaves_a_whole_set_and_its_inputs(tmp_path: Path, audit_inputs: list[str],
+                                                                       capsys) -> None:  # fmt: skip
+    """``audit --force`` over an old set, in a forked child that SIGKILLs itself before file-system step k, for every
+    k of the run (a set changes only at these steps, so this is every moment a kill can leave): the folder holds the
+    old set or the new one, or the committed new set without its summary that the next run publishes; the inputs are
+    byte-identical."""
+    from robustlabels.audit.cli import main
+
+    np.save(tmp_path / "y2.npy", (np.load(tmp_path / "y.npy") + 1) % 3)
+    new_args = [tmp_path / "y2.npy" if arg.endswith("y.npy") else arg for arg in audit_inputs]
+    inputs = {name: file_hashes(tmp_path, (name,))[name] for name in ("x.npy", "y.npy", "y2.npy", "p.npy")}
+    references = {}
+    for labels, args in (("y", audit_inputs), ("y2", [str(a) for a in new_args])):
+        assert main([*args, "--out", str(tmp_path / f"ref-{labels}")]) == 0
+        references[labels] = file_hashes(tmp_path / f"ref-{labels}", ("issues.csv", "report.html"))
+    assert references["y"] != references["y2"]
+    with faults_at(None, raise_eio) as count:
+        assert main([*map(str, new_args), "--out", str(tmp_path / "ref-y2"), "--force"]) == 0
+    capsys.readouterr()
+    outcomes = Counter()
+    for k in range(count[0]):
+        out = tmp_path / f"kill{k}"
+        shutil.copytree(tmp_path / "ref-y", out)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            try:
+                with faults_at(k, lambda: os.kill(os.getpid(), signal.SIGKILL)):
+                    main([*map(str, new_args), "--out", str(out), "--force"])
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, k
+        state, committed = audit_set(out, references), committed_leftover(out)
+        assert state in ("y", "y2") or (state == "unsealed" and committed), (k, state)
+        outcomes["committed, unpublished" if committed else {"y": "old", "y2": "new"}[state]] += 1
+        with pytest.raises(Abort), OutputSet(out, AUDIT_NAMES, seal="summary.json", force=True):
+            raise Abort  # the next run's start: finishes or removes what the kill left
+        assert audit_set(out, references) == ("y2" if committed else state), k
+        assert hidden_leftovers(out) == [], k
+    assert {name: file_hashes(tmp_path, (name,))[name] for name in inputs} == inputs
+    print(f"audit killed at each of {count[0]} steps: {dict(outcomes)}")
+    assert outcomes["old"] and outcomes["new"] and outcomes["committed, unpublished"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from robustlabels.arguments import OneLineParser, integer, positive_integer, positive_number, seed
+from robustlabels.arguments import OneLineParser, integer, positive_integer, positive_number, seed, threads
 from robustlabels.audit import inputs
 from robustlabels.audit.types import AuditData, MethodResult
 from robustlabels.checks import check_label_classes
@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite the outputs in --out")
     p.add_argument("--format", default="text", choices=("text", "json"), help="what to print at the end")
     p.add_argument("--seed", type=seed, default=0, help="seeds the folds, the training and the subsamples (0)")
-    p.add_argument("--threads", type=positive_integer, help="CPU threads for training and neighbour search")
+    p.add_argument("--threads", type=threads, help="CPU threads for training and neighbour search (at most 4 per CPU)")
     p.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="local (default): this process; ray: knn or confident_learning over sharded .npy inputs on "
                         "Ray (the ray extra; docs/scale.md)")  # fmt: skip

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from robustlabels.data.augment import normalize, random_crop, random_hflip
 from robustlabels.distributed import owned_positions, owned_rows, rank_positions
-from robustlabels.errors import InputError, check_interval
+from robustlabels.errors import SEED_MAX, InputError, check_at_least, check_interval
 from robustlabels.noise import NoiseModel, NoisyLabels, NoNoise
 from robustlabels.types import Batch, MetaStream
 
@@ -284,10 +284,13 @@ class NoisyLabelDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_interval("val_fraction", val_fraction, low=0.0, high=1.0, closed="left")
-        if batch_size < 1:
-            raise InputError(f"`batch_size` must be >= 1; got {batch_size}")
-        if train_subset is not None and train_subset < 1:
-            raise InputError(f"`train_subset` must be >= 1 (or null for the whole split); got {train_subset}")
+        for name, seed in (("noise_seed", noise_seed), ("split_seed", split_seed)):
+            check_interval(name, seed, low=0, high=SEED_MAX)
+        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            check_at_least(name, size, 1)
+        if train_subset is not None:
+            check_at_least("train_subset", train_subset, 1, otherwise="or null for the whole split")
+        check_at_least("num_workers", num_workers, 0)
         self.noise, self.noise_seed, self.val_fraction = noise, noise_seed, val_fraction
         self.split_seed, self.clean_validation, self.train_subset = split_seed, clean_validation, train_subset
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
