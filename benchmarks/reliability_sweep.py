@@ -807,11 +807,16 @@ def interrupt_cases(root: Path, shared: Path, timeout: float) -> list[Result]:
     shutil.copytree(big / "audit-seeded", work)
     args = ["--data", str(big / "bx.npy"), "--labels", str(big / "y2.npy"), "--method", "dynamics", "--epochs", "50",
             "--force", "--out", str(work / "out")]  # fmt: skip
-    begin, run = time.perf_counter(), start("audit", args, work)
-    wait_for(lambda: (work / "out" / "dynamics").exists(), run, timeout)
-    time.sleep(1.0)
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=timeout)
+    log = work / "stderr.txt"  # the training writes no file early: its progress line on stderr says it started
+    with open(log, "w") as stderr:
+        begin = time.perf_counter()
+        run = subprocess.Popen([sys.executable, "-m", "robustlabels.audit", *args], cwd=work, env=environment(),
+                               stdout=subprocess.DEVNULL, stderr=stderr, text=True)  # fmt: skip
+        wait_for(lambda: "[audit] dynamics: one training run" in log.read_text(), run, 4 * timeout)
+        time.sleep(2.0)
+        run.send_signal(signal.SIGINT)
+        run.wait(timeout)
+    err = log.read_text()
     state = audit_state(work / "out", json.loads((big / "audit-references.json").read_text()))
     faults = [f"wrote a {state} set, not y1"] if state != "y1" else []
     faults += [f"left {leftovers(work / 'out')}"] if leftovers(work / "out") else []
@@ -845,8 +850,8 @@ def interrupt_cases(root: Path, shared: Path, timeout: float) -> list[Result]:
     if not (metrics.is_file() and json.loads(metrics.read_text())["summary"].get("interrupted") is True):
         faults.append("wrote no metrics.json marked interrupted")
     results.append(condition("Ctrl-C to fit after an epoch", "fit", args, run.returncode, 130, err,
-                             ("resume with: python -m robustlabels.fit", f"--ckpt_path={last}"), faults,
-                             time.perf_counter() - begin, prefix="interrupted:"))  # fmt: skip
+                             ("resume with: python -m robustlabels.fit", f"--ckpt_path={last.relative_to(work)}"),
+                             faults, time.perf_counter() - begin, prefix="interrupted:"))  # fmt: skip
     changed = [str(p) for p, before in sources.items() if snapshot(p) != before]
     if changed:
         results[-1].passed, results[-1].why = False, f"{results[-1].why}; an input changed: {changed}".strip("; ")
@@ -1015,7 +1020,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-conditions", action="store_true", help="skip disk-full, Ctrl-C, kill -9, two runs")
     parser.add_argument("--conditions-only", action="store_true", help="only disk-full, Ctrl-C, kill -9, two runs")
     parser.add_argument("--kills", type=int, default=4, help="kill -9 trials per command line (4)")
-    parser.add_argument("--timeout", type=float, default=240, help="seconds before a case counts as hung (240)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds before a case counts as hung (600)")
     parser.add_argument("--json", type=Path, help="write every case's result here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     parser.add_argument("--in-namespace", help=argparse.SUPPRESS)
@@ -1033,11 +1038,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         shared = root / "shared"
-        make_shared(shared, args.timeout)
+        make_shared(shared, 4 * args.timeout)
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             results = list(pool.map(lambda case: run_case(case, root / "cases", shared, args.timeout), cases))
         if not args.no_conditions and not args.only:
-            make_big_inputs(shared / "big", args.timeout)
+            make_big_inputs(shared / "big", 4 * args.timeout)
             conditions = root / "conditions"
             conditions.mkdir()
             results += disk_full_cases(conditions, shared, args.timeout)
