@@ -419,7 +419,8 @@ def all_cases() -> list[Case]:
 
 # ---- running a case ---------------------------------------------------------------------------------------------
 def environment(home: Path | None = None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    library = os.environ.get("RELIABILITY_SWEEP_REPO", str(REPO))  # --repo: the checkout whose commands run
+    env = {**os.environ, "PYTHONPATH": library, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     if home is not None:  # nobody cannot write root's caches
         env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), MPLCONFIGDIR=str(home / ".mpl"))
     return env
@@ -1023,8 +1024,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a case counts as hung (600)")
     parser.add_argument("--json", type=Path, help="write every case's result here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
+    parser.add_argument("--repo", type=Path, help="run the commands of this checkout (default: the sweep's own)")
     parser.add_argument("--in-namespace", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repo is not None:  # read by environment(), also in the namespace helper this script starts
+        os.environ["RELIABILITY_SWEEP_REPO"] = str(args.repo.resolve())
     if args.in_namespace:
         return in_namespace(args.in_namespace)
     cases = [c for c in all_cases() if (not args.only or re.search(args.only, c.name)) and not args.conditions_only]
