@@ -119,7 +119,8 @@ class Result:
 
 # ---- generated inputs -------------------------------------------------------------------------------------------
 def make_base_inputs(folder: Path) -> None:
-    """Valid inputs for the base commands: labels (.npy, .csv), features, out-of-sample probabilities, a config."""
+    """Valid inputs for the base commands: labels (.npy, .csv), features, out-of-sample probabilities, a transition
+    matrix, preference pairs."""
     folder.mkdir(parents=True, exist_ok=True)
     labels = np.arange(N) % 3
     np.save(folder / "y.npy", labels)
@@ -159,8 +160,8 @@ def old_output(name: str, content: bytes | Callable[[Path], bytes], link: str | 
     return make
 
 
-def features_with(value: float, row: int = 4, n: int = N) -> np.ndarray:
-    x = np.random.default_rng(1).normal(size=(n, 4))
+def features_with(value: float, row: int = 4) -> np.ndarray:
+    x = np.random.default_rng(1).normal(size=(N, 4))
     x[row, 2] = value
     return x
 
