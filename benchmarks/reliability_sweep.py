@@ -119,7 +119,8 @@ class Result:
 
 # ---- generated inputs -------------------------------------------------------------------------------------------
 def make_base_inputs(folder: Path) -> None:
-    """Valid inputs for the base commands: labels (.npy, .csv), features, out-of-sample probabilities, a config."""
+    """Valid inputs for the base commands: labels (.npy, .csv), features, out-of-sample probabilities, a transition
+    matrix, preference pairs."""
     folder.mkdir(parents=True, exist_ok=True)
     labels = np.arange(N) % 3
     np.save(folder / "y.npy", labels)
@@ -159,8 +160,8 @@ def old_output(name: str, content: bytes | Callable[[Path], bytes], link: str | 
     return make
 
 
-def features_with(value: float, row: int = 4, n: int = N) -> np.ndarray:
-    x = np.random.default_rng(1).normal(size=(n, 4))
+def features_with(value: float, row: int = 4) -> np.ndarray:
+    x = np.random.default_rng(1).normal(size=(N, 4))
     x[row, 2] = value
     return x
 
@@ -419,7 +420,8 @@ def all_cases() -> list[Case]:
 
 # ---- running a case ---------------------------------------------------------------------------------------------
 def environment(home: Path | None = None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    library = os.environ.get("RELIABILITY_SWEEP_REPO", str(REPO))  # --repo: the checkout whose commands run
+    env = {**os.environ, "PYTHONPATH": library, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     if home is not None:  # nobody cannot write root's caches
         env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), MPLCONFIGDIR=str(home / ".mpl"))
     return env
@@ -807,11 +809,16 @@ def interrupt_cases(root: Path, shared: Path, timeout: float) -> list[Result]:
     shutil.copytree(big / "audit-seeded", work)
     args = ["--data", str(big / "bx.npy"), "--labels", str(big / "y2.npy"), "--method", "dynamics", "--epochs", "50",
             "--force", "--out", str(work / "out")]  # fmt: skip
-    begin, run = time.perf_counter(), start("audit", args, work)
-    wait_for(lambda: (work / "out" / "dynamics").exists(), run, timeout)
-    time.sleep(1.0)
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=timeout)
+    log = work / "stderr.txt"  # the training writes no file early: its progress line on stderr says it started
+    with open(log, "w") as stderr:
+        begin = time.perf_counter()
+        run = subprocess.Popen([sys.executable, "-m", "robustlabels.audit", *args], cwd=work, env=environment(),
+                               stdout=subprocess.DEVNULL, stderr=stderr, text=True)  # fmt: skip
+        wait_for(lambda: "[audit] dynamics: one training run" in log.read_text(), run, 4 * timeout)
+        time.sleep(2.0)
+        run.send_signal(signal.SIGINT)
+        run.wait(timeout)
+    err = log.read_text()
     state = audit_state(work / "out", json.loads((big / "audit-references.json").read_text()))
     faults = [f"wrote a {state} set, not y1"] if state != "y1" else []
     faults += [f"left {leftovers(work / 'out')}"] if leftovers(work / "out") else []
@@ -845,8 +852,8 @@ def interrupt_cases(root: Path, shared: Path, timeout: float) -> list[Result]:
     if not (metrics.is_file() and json.loads(metrics.read_text())["summary"].get("interrupted") is True):
         faults.append("wrote no metrics.json marked interrupted")
     results.append(condition("Ctrl-C to fit after an epoch", "fit", args, run.returncode, 130, err,
-                             ("resume with: python -m robustlabels.fit", f"--ckpt_path={last}"), faults,
-                             time.perf_counter() - begin, prefix="interrupted:"))  # fmt: skip
+                             ("resume with: python -m robustlabels.fit", f"--ckpt_path={last.relative_to(work)}"),
+                             faults, time.perf_counter() - begin, prefix="interrupted:"))  # fmt: skip
     changed = [str(p) for p, before in sources.items() if snapshot(p) != before]
     if changed:
         results[-1].passed, results[-1].why = False, f"{results[-1].why}; an input changed: {changed}".strip("; ")
@@ -1015,11 +1022,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-conditions", action="store_true", help="skip disk-full, Ctrl-C, kill -9, two runs")
     parser.add_argument("--conditions-only", action="store_true", help="only disk-full, Ctrl-C, kill -9, two runs")
     parser.add_argument("--kills", type=int, default=4, help="kill -9 trials per command line (4)")
-    parser.add_argument("--timeout", type=float, default=240, help="seconds before a case counts as hung (240)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds before a case counts as hung (600)")
     parser.add_argument("--json", type=Path, help="write every case's result here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
+    parser.add_argument("--repo", type=Path, help="run the commands of this checkout (default: the sweep's own)")
     parser.add_argument("--in-namespace", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repo is not None:  # read by environment(), also in the namespace helper this script starts
+        os.environ["RELIABILITY_SWEEP_REPO"] = str(args.repo.resolve())
     if args.in_namespace:
         return in_namespace(args.in_namespace)
     cases = [c for c in all_cases() if (not args.only or re.search(args.only, c.name)) and not args.conditions_only]
@@ -1033,11 +1043,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         shared = root / "shared"
-        make_shared(shared, args.timeout)
+        make_shared(shared, 4 * args.timeout)
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             results = list(pool.map(lambda case: run_case(case, root / "cases", shared, args.timeout), cases))
         if not args.no_conditions and not args.only:
-            make_big_inputs(shared / "big", args.timeout)
+            make_big_inputs(shared / "big", 4 * args.timeout)
             conditions = root / "conditions"
             conditions.mkdir()
             results += disk_full_cases(conditions, shared, args.timeout)

@@ -35,9 +35,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     Lightning writes the final path in place, so a full disk leaves a truncated ``epoch=0-step=41.ckpt`` that
     does not load. ``torch.save`` streams into the temporary file (no second copy in memory, unlike Lightning's
-    own in-memory buffer); its zip writer reports a failed ``write`` as ``RuntimeError: unexpected pos ...``, so the
-    ``OSError`` behind it (a full disk) is kept by :class:`WriteErrors` and raised instead. :attr:`last_written` is
-    the last checkpoint written whole.
+    own in-memory buffer); its zip writer reports a failed ``write`` as ``RuntimeError: unexpected pos ...``, so what
+    the ``write`` raised (the ``OSError`` of a full disk, the ``KeyboardInterrupt`` of a Ctrl-C) is kept by
+    :class:`WriteErrors` and raised instead. :attr:`last_written` is the last checkpoint written whole.
     """
 
     def __init__(self) -> None:
@@ -62,17 +62,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class WriteErrors:
-    """A binary file whose ``write`` keeps the first :class:`OSError` it raised (``error``); everything else is the
-    file's own."""
+    """A binary file whose ``write`` keeps the first exception it raised (``error``); everything else is the file's
+    own."""
 
     def __init__(self, handle: Any) -> None:
         self.handle = handle
-        self.error: OSError | None = None
+        self.error: BaseException | None = None
 
     def write(self, data: Any) -> int:
         try:
             written: int = self.handle.write(data)
-        except OSError as err:
+        except BaseException as err:  # a full disk, or a Ctrl-C that arrived during the write
             self.error = self.error or err
             raise
         return written

@@ -282,20 +282,21 @@ def test_sigint_to_the_process_exits_130_with_one_line(tmp_path: Path) -> None:
 
 
 # ---- a full disk ----------------------------------------------------------------------------------------------
-class FillingDisk:
-    """A file on a disk that fills after ``room`` bytes: a later ``write`` raises ENOSPC, as a real full disk does
-    (``torch.save``'s zip writer then raises its own ``RuntimeError: unexpected pos ...``)."""
+class FailingWrites:
+    """A file whose ``write`` raises ``error()`` once ``room`` bytes are written: ENOSPC as on a full disk, or the
+    KeyboardInterrupt of a Ctrl-C that arrives during the write (``torch.save``'s zip writer then raises its own
+    ``RuntimeError: unexpected pos ...``)."""
 
-    def __init__(self, real: Any, room: int) -> None:
-        self.real, self.room = real, room
+    def __init__(self, real: Any, room: int, error: Any) -> None:
+        self.real, self.room, self.error = real, room, error
 
     def write(self, data: Any) -> int:
         if len(data) > self.room:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise self.error()
         self.room -= len(data)
         return int(self.real.write(data))
 
-    def __enter__(self) -> FillingDisk:
+    def __enter__(self) -> FailingWrites:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -309,14 +310,7 @@ def test_a_full_disk_is_one_line_exit_1_and_keeps_the_last_complete_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The disk fills while epoch 1's checkpoint is written: 100 kB of it reach the file, then ENOSPC."""
-    real_fdopen = os.fdopen
-
-    def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
-        handle = real_fdopen(fd, *args, **kwargs)
-        filling = ".epoch=1-" in os.readlink(f"/proc/self/fd/{fd}")  # the temporary of epoch 1's checkpoint
-        return FillingDisk(handle, 100_000) if filling else handle
-
-    monkeypatch.setattr(os, "fdopen", fdopen)
+    fail_writing_epoch_1(monkeypatch, lambda: OSError(errno.ENOSPC, "No space left on device"))
     assert fit(tmp_path, "--trainer.max_epochs=3") == 1
     [line] = error_lines(capsys)
     folder = tmp_path / "quickstart" / "version_0" / "checkpoints"
@@ -326,3 +320,31 @@ def test_a_full_disk_is_one_line_exit_1_and_keeps_the_last_complete_checkpoint(
     assert sorted(p.name for p in folder.iterdir()) == ["epoch=0-step=5.ckpt", "last.ckpt"]  # no temporary left
     for path in folder.iterdir():
         assert torch.load(path, weights_only=True)["epoch"] == 0  # whole, and the last good one
+
+
+def fail_writing_epoch_1(monkeypatch: pytest.MonkeyPatch, error: Any) -> None:
+    """The writes of epoch 1's checkpoint raise ``error()`` after 100 kB."""
+    real_fdopen = os.fdopen
+
+    def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        handle = real_fdopen(fd, *args, **kwargs)
+        writing = ".epoch=1-" in os.readlink(f"/proc/self/fd/{fd}")  # the temporary of epoch 1's checkpoint
+        return FailingWrites(handle, 100_000, error) if writing else handle
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_is_one_line_exit_130_and_keeps_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fail_writing_epoch_1(monkeypatch, KeyboardInterrupt)
+    assert fit(tmp_path, "--trainer.max_epochs=3") == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if ln.startswith("interrupted:")]
+    folder = tmp_path / "quickstart" / "version_0"
+    assert f"--ckpt_path={folder / 'checkpoints' / 'last.ckpt'}" in line
+    assert json.loads((folder / "metrics.json").read_text())["summary"]["interrupted"] is True
+    monkeypatch.undo()
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["epoch=0-step=5.ckpt", "last.ckpt"]
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
