@@ -8,7 +8,7 @@ Each precision gets a copy of the suite whose every dataset sets ``trainer.preci
 other into ``OUT/<precision>/`` (rerunning resumes them, as the suite runner does). It then prints, per dataset,
 setting and strategy, each precision's mean ± sd over the seeds of the suite's reported value (``value`` where
 the suite selects a metric, else ``final_test_acc``), the difference of the means, the larger of the two seed
-spreads it is judged against, and the ratio of training seconds. GPU variant: benchmarks/gpu_precision.sh.
+spreads, the difference in units of its standard error (Welch) and the ratio of training seconds. GPU variant: benchmarks/gpu_precision.sh.
 """
 
 from __future__ import annotations
@@ -58,13 +58,16 @@ def compare(runs: dict[str, Path]) -> str:
     lines = []
     for name, other in others:
         lines += [f"| dataset | setting | strategy | seeds | {base_name} (%) | {name} (%) | difference | "
-                  "larger seed sd | seconds ratio |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+                  "larger seed sd | difference / its standard error | seconds ratio |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for key in sorted(set(base) & set(other)):
             a, b = np.array(base[key]), np.array(other[key])
             sd_a, sd_b = (x[:, 0].std(ddof=1) if len(x) > 1 else 0.0 for x in (a, b))
+            diff, se = b[:, 0].mean() - a[:, 0].mean(), np.sqrt(sd_a**2 / len(a) + sd_b**2 / len(b))
             lines.append(f"| {' | '.join(key)} | {len(a)}/{len(b)} | {a[:, 0].mean():.2f} ± {sd_a:.2f} | "
-                         f"{b[:, 0].mean():.2f} ± {sd_b:.2f} | {b[:, 0].mean() - a[:, 0].mean():+.2f} | "
-                         f"{max(sd_a, sd_b):.2f} | {b[:, 1].sum() / a[:, 1].sum():.2f} |")  # fmt: skip
+                         f"{b[:, 0].mean():.2f} ± {sd_b:.2f} | {diff:+.2f} | "
+                         f"{max(sd_a, sd_b):.2f} | {diff / se if se else float('nan'):+.1f} | "
+                         f"{b[:, 1].sum() / a[:, 1].sum():.2f} |")  # fmt: skip
     return "\n".join(lines)
 
 
