@@ -8,7 +8,8 @@ Each precision gets a copy of the suite whose every dataset sets ``trainer.preci
 other into ``OUT/<precision>/`` (rerunning resumes them, as the suite runner does). It then prints, per dataset,
 setting and strategy, each precision's mean ± sd over the seeds of the suite's reported value (``value`` where
 the suite selects a metric, else ``final_test_acc``), the difference of the means, the larger of the two seed
-spreads, the difference in units of its standard error (Welch) and the ratio of training seconds. GPU variant: benchmarks/gpu_precision.sh.
+spreads, the difference in units of its standard error (Welch) and the ratio of training seconds.
+GPU variant: benchmarks/gpu_precision.sh.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def suite_path(name: str) -> Path:
     path = Path(name)
-    return path if path.suffix in (".yaml", ".yml") else REPO / "robustlabels" / "experiments" / "suites" / f"{name}.yaml"
+    shipped = REPO / "robustlabels" / "experiments" / "suites" / f"{name}.yaml"
+    return path if path.suffix in (".yaml", ".yml") else shipped
 
 
 def suite_with_precision(source: Path, precision: str, target: Path) -> Path:
