@@ -16,6 +16,8 @@ Rules (``k`` = a flag count, top ``k`` of a ranking, ``votes`` = how many method
   ensemble since 2026-12-04);
 - ``top_k_median``: the averaged ranking's top ``k`` (same ``k``);
 - ``top_k_cl_noise``: the averaged ranking's top ``N · η̂``, ``η̂`` confident learning's estimated noise rate;
+- ``vote_median_rate``: a majority of every method's top ``N · η̃``, ``η̃`` the median of the methods' estimated
+  noise rates (the off-diagonal mass of each method's estimated joint);
 - ``oracle_k``: the averaged ranking's top ``#wrong labels`` (needs the truth: a ceiling for count rules).
 """
 
@@ -66,8 +68,8 @@ def run_audit(name: str, work: Path, pred_probs_from: Path | None) -> Path:
     return out
 
 
-def read_members(out: Path) -> tuple[list[Any], np.ndarray, float | None]:
-    """``(member MethodResults, is_error, confident learning's noise estimate)`` from an audit's files."""
+def read_members(out: Path) -> tuple[list[Any], np.ndarray, dict[str, float]]:
+    """``(member MethodResults, is_error, {member: its estimated noise rate})`` from an audit's files."""
     from robustlabels.audit.types import MethodResult
 
     summary = json.loads((out / "summary.json").read_text())
@@ -79,11 +81,10 @@ def read_members(out: Path) -> tuple[list[Any], np.ndarray, float | None]:
     members = [MethodResult(m, scores=np.array([float(r[f"{m}_score"]) for r in rows]),
                             flagged=np.array([m in r["flagged_by"].split(";") for r in rows]),
                             suggested=given) for m in names]  # fmt: skip
-    cl = next((m["noise_rate"] for m in summary["methods"] if m["name"] == "confident_learning"), None)
-    return members, is_error, cl
+    return members, is_error, {m["name"]: m["noise_rate"] for m in summary["methods"]}
 
 
-def rule_f1s(members: list[Any], is_error: np.ndarray, cl_noise: float | None) -> dict[str, float]:
+def rule_f1s(members: list[Any], is_error: np.ndarray, noise_rates: dict[str, float]) -> dict[str, float]:
     from robustlabels.audit.ensemble import ensemble, normalized_rank, top_k_mask
     from robustlabels.audit.scoring import flag_metrics
 
@@ -99,8 +100,12 @@ def rule_f1s(members: list[Any], is_error: np.ndarray, cl_noise: float | None) -
     own = (2 * own_votes > len(members)) | ((2 * own_votes == len(members)) & top_k_mask(ranking, mean_count))
     row = {"best_single": max(f1(m.flagged) for m in members), "own_flags_vote": f1(own),
            "calibrated_vote": f1(calibrated.flagged), "top_k_median": f1(top_k_mask(ranking, k))}  # fmt: skip
-    if cl_noise is not None:
-        row["top_k_cl_noise"] = f1(top_k_mask(ranking, round(n * cl_noise)))
+    if "confident_learning" in noise_rates:
+        row["top_k_cl_noise"] = f1(top_k_mask(ranking, round(n * noise_rates["confident_learning"])))
+    k_rates = round(n * float(np.median(list(noise_rates.values()))))
+    rate_votes = np.sum([top_k_mask(normalized_rank(m.scores), k_rates) for m in members], axis=0)
+    row["vote_median_rate"] = f1((2 * rate_votes > len(members)) |
+                                 ((2 * rate_votes == len(members)) & top_k_mask(ranking, k_rates)))  # fmt: skip
     row["oracle_k"] = f1(top_k_mask(ranking, int(is_error.sum())))
     assert np.allclose(ranking, np.mean([normalized_rank(m.scores) for m in members], axis=0))
     return row
@@ -114,8 +119,9 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for name in args.cases.split(","):
-        members, is_error, cl = read_members(run_audit(name, args.work, args.pred_probs_from))
-        rows.append({"case": name, "N": len(is_error), "wrong": int(is_error.sum()), **rule_f1s(members, is_error, cl)})
+        members, is_error, rates = read_members(run_audit(name, args.work, args.pred_probs_from))
+        rows.append({"case": name, "N": len(is_error), "wrong": int(is_error.sum()),
+                     **rule_f1s(members, is_error, rates)})  # fmt: skip
         print(f"[ensemble] {name} done", file=sys.stderr, flush=True)
     rules = [k for k in rows[0] if k not in ("case", "N", "wrong")]
     print("| case | N | wrong labels | " + " | ".join(rules) + " |")
