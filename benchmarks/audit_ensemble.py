@@ -19,6 +19,9 @@ Rules (``k`` = a flag count, top ``k`` of a ranking, ``votes`` = how many method
 - ``vote_median_rate``: a majority of every method's top ``N · η̃``, ``η̃`` the median of the methods' estimated
   noise rates (the off-diagonal mass of each method's estimated joint);
 - ``oracle_k``: the averaged ranking's top ``#wrong labels`` (needs the truth: a ceiling for count rules).
+
+A second table re-flags confident learning alone on each case's out-of-fold probabilities by every
+``filter_by`` of cleanlab's ``find_label_issues`` (the audit's ``--filter-by``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CIFAR_N = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar_n" / "cifar10n_labels.npz"
 CIFAR_CASES = {"cifar10n_worst": "worse_label", "cifar10n_aggre": "aggre_label"}
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
 CASES = ("cifar10n_worst", "cifar10n_aggre", "noisy_agnews", "20news_sym10", "20news_sym20", "imdb_sym10",
          "imdb_sym20", "fashion_sym20", "fashion_sym40")  # fmt: skip
 
@@ -111,26 +115,53 @@ def rule_f1s(members: list[Any], is_error: np.ndarray, noise_rates: dict[str, fl
     return row
 
 
+def filter_f1s(out: Path, case: str, is_error: np.ndarray, pred_probs_from: Path | None) -> dict[str, float]:
+    """Confident learning's F1 under each of cleanlab's ``filter_by`` rules, on the case's out-of-fold
+    probabilities (``pred_probs.npy`` of the audit, or the reused ones of ``--pred-probs-from``)."""
+    from cleanlab.filter import find_label_issues
+
+    from robustlabels.audit.scoring import flag_metrics
+
+    path = out / "pred_probs.npy"
+    if not path.is_file() and pred_probs_from is not None and case in CIFAR_CASES:
+        path = pred_probs_from / CIFAR_CASES[case] / "pred_probs.npy"
+    if not path.is_file():
+        return {}
+    with open(out / "issues.csv", newline="") as handle:
+        given = np.array([int(r["given_label"]) for r in sorted(csv.DictReader(handle), key=lambda r: int(r["index"]))])
+    pred_probs = np.load(path)
+    return {rule: float(flag_metrics(find_label_issues(given, pred_probs, filter_by=rule), is_error)["f1"])
+            for rule in FILTERS}  # fmt: skip
+
+
+def print_table(rows: list[dict[str, Any]], baseline: str) -> None:
+    columns = [k for k in rows[0] if k not in ("case", "N", "wrong")]
+    print("| case | N | wrong labels | " + " | ".join(columns) + " |")
+    print("|---|---:|---:|" + "---:|" * len(columns))
+    for r in rows:
+        print(f"| {r['case']} | {r['N']:,} | {r['wrong']:,} | " + " | ".join(f"{r[k]:.3f}" if k in r else "–"
+                                                                        for k in columns) + " |")  # fmt: skip
+    means = {k: np.mean([r[k] - r[baseline] for r in rows if k in r]) for k in columns}
+    print(f"| mean gain over {baseline} | | | " + " | ".join(f"{v:+.3f}" for v in means.values()) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=Path("runs/audit_ensemble"))
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--pred-probs-from", type=Path, help="folder with <label set>/pred_probs.npy for CIFAR-10N")
     args = p.parse_args()
-    rows = []
+    rows, filters = [], []
     for name in args.cases.split(","):
-        members, is_error, rates = read_members(run_audit(name, args.work, args.pred_probs_from))
-        rows.append({"case": name, "N": len(is_error), "wrong": int(is_error.sum()),
-                     **rule_f1s(members, is_error, rates)})  # fmt: skip
+        out = run_audit(name, args.work, args.pred_probs_from)
+        members, is_error, rates = read_members(out)
+        case = {"case": name, "N": len(is_error), "wrong": int(is_error.sum())}
+        rows.append({**case, **rule_f1s(members, is_error, rates)})
+        filters.append({**case, **filter_f1s(out, name, is_error, args.pred_probs_from)})
         print(f"[ensemble] {name} done", file=sys.stderr, flush=True)
-    rules = [k for k in rows[0] if k not in ("case", "N", "wrong")]
-    print("| case | N | wrong labels | " + " | ".join(rules) + " |")
-    print("|---|---:|---:|" + "---:|" * len(rules))
-    for r in rows:
-        print(f"| {r['case']} | {r['N']:,} | {r['wrong']:,} | " + " | ".join(f"{r[k]:.3f}" if k in r else "–"
-                                                                        for k in rules) + " |")  # fmt: skip
-    means = {k: np.mean([r[k] - r["own_flags_vote"] for r in rows if k in r]) for k in rules}
-    print("| mean gain over own_flags_vote | | | " + " | ".join(f"{v:+.3f}" for v in means.values()) + " |")
+    print_table(rows, "own_flags_vote")
+    print("\nconfident learning alone, by cleanlab's filter_by:\n")
+    print_table(filters, "prune_by_noise_rate")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,31 @@ def test_flags_equal_cleanlab_for_every_filter_by() -> None:
     assert abs(result.noise_rate - 0.3) < 0.05  # exact 30 % noise; the calibrated joint's off-diagonal mass
 
 
+def test_the_cli_flags_by_prune_by_class_unless_told_otherwise(tmp_path: Path) -> None:
+    """The audit's default ``--filter-by`` is ``prune_by_class`` (chosen by measurement, not cleanlab's default)."""
+    from cleanlab.filter import find_label_issues
+
+    x, noisy, _ = noisy_blobs(rate=0.4, seed=3)
+    probs = out_of_fold_probs(x, noisy)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", noisy)
+    np.save(tmp_path / "p.npy", probs)
+    flags = {}
+    for rule in (None, "prune_by_noise_rate"):
+        out = tmp_path / str(rule)
+        extra = ["--filter-by", rule] if rule else []
+        assert audit("--data", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--pred-probs",
+                     tmp_path / "p.npy", "--out", out, *extra) == 0  # fmt: skip
+        rows = list(csv.DictReader(open(out / "issues.csv")))
+        flags[rule] = np.zeros(len(noisy), dtype=bool)
+        flags[rule][[int(r["index"]) for r in rows if r["flagged"] == "True"]] = True
+        used = json.loads((out / "summary.json").read_text())["methods"][0]["params"]["filter_by"]
+        assert used == (rule or "prune_by_class")
+    assert np.array_equal(flags[None], find_label_issues(noisy, probs, filter_by="prune_by_class"))
+    assert np.array_equal(flags["prune_by_noise_rate"], find_label_issues(noisy, probs))  # cleanlab's default
+    assert not np.array_equal(flags[None], flags["prune_by_noise_rate"])  # the default is not cleanlab's
+
+
 def test_features_npy_with_pred_probs_writes_all_outputs_and_json(tmp_path: Path, capsys) -> None:
     x, noisy, clean = noisy_blobs()
     np.save(tmp_path / "x.npy", x)
