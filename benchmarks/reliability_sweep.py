@@ -321,28 +321,26 @@ def outputs() -> list[Case]:
     """Output folders that cannot or must not be written, and outputs that would overwrite an input."""
     g = "outputs"
     issues = old_output("issues.csv", lambda d: (d / "y.csv").read_bytes())
+    def unwritable(cli: str, base: str) -> list[Case]:  # the same four folders for inject and audit
+        return [
+            Case(g, f"{cli} --out is a file", cli, f"{base} --out {{in}}/o.txt", ("--out", "o.txt'", "is a file"),
+                 write("o.txt", "keep me\n")),
+            Case(g, f"{cli} --out under a file", cli, f"{base} --out {{in}}/o.txt/sub", ("o.txt'", "is a file"),
+                 write("o.txt", "keep me\n")),
+            Case(g, f"{cli} --out read-only folder", cli, f"{base} --out {{in}}/ro/out", ("ro'", "cannot write"),
+                 read_only="ro"),
+            Case(g, f"{cli} --out read-only mount", cli, f"{base} --out {{in}}/ro/out", ("ro'", "cannot write"),
+                 ro_mount="ro"),
+        ]  # fmt: skip
+
     cases = [
-        Case(g, "inject --out is a file", "inject", f"{INJECT} --out {{in}}/o.txt", ("--out", "o.txt'", "is a file"),
-             write("o.txt", "keep me\n")),
-        Case(g, "inject --out under a file", "inject", f"{INJECT} --out {{in}}/o.txt/sub", ("o.txt'", "is a file"),
-             write("o.txt", "keep me\n")),
-        Case(g, "inject --out read-only folder", "inject", f"{INJECT} --out {{in}}/ro/out", ("ro'", "cannot write"),
-             read_only="ro"),
-        Case(g, "inject --out read-only mount", "inject", f"{INJECT} --out {{in}}/ro/out", ("ro'", "cannot write"),
-             ro_mount="ro"),
+        *unwritable("inject", INJECT),
         Case(g, "inject outputs exist", "inject", INJECT, ("already holds", "--force"),
              old_output("labels.npy", b"old\n")),
         Case(g, "inject overwrites its input", "inject", "--labels {out}/labels.npy --noise symmetric --rate 0.2 "
              "--out {out} --force", ("labels.npy'", "overwrite an input"),
              old_output("labels.npy", lambda d: (d / "y.npy").read_bytes())),
-        Case(g, "audit --out is a file", "audit", f"{AUDIT} --out {{in}}/o.txt", ("--out", "o.txt'", "is a file"),
-             write("o.txt", "keep me\n")),
-        Case(g, "audit --out under a file", "audit", f"{AUDIT} --out {{in}}/o.txt/sub", ("o.txt'", "is a file"),
-             write("o.txt", "keep me\n")),
-        Case(g, "audit --out read-only folder", "audit", f"{AUDIT} --out {{in}}/ro/out", ("ro'", "cannot write"),
-             read_only="ro"),
-        Case(g, "audit --out read-only mount", "audit", f"{AUDIT} --out {{in}}/ro/out", ("ro'", "cannot write"),
-             ro_mount="ro"),
+        *unwritable("audit", AUDIT),
         Case(g, "audit outputs exist", "audit", AUDIT, ("already holds issues.csv", "--force"),
              old_output("issues.csv", b"x\n")),
         Case(g, "audit overwrites its --labels", "audit", "--data {in}/x.npy --labels {out}/issues.csv --pred-probs "
